@@ -109,6 +109,10 @@ _C.VALIDATION.PRECISIONS = ["fp32"]
 _C.VALIDATION.ONNX_OPSET = 11
 # Preprocessing workers; 0 = one per core.
 _C.VALIDATION.WORKERS = 0
+# Leave corrupt images out (counted and listed in the cache manifest) instead of failing.
+_C.VALIDATION.SKIP_BAD = False
+# Also benchmark every artifact in pure-inference mode (generated input, no file I/O).
+_C.VALIDATION.PURE = True
 
 # Published accuracy of the released checkpoint, in percent.
 _C.VALIDATION.REFERENCE = CN()
@@ -127,6 +131,9 @@ _C.VALIDATION.PARITY.EXPORT_MAX_ABS = 1e-4  # ONNX vs PyTorch at export
 _C.VALIDATION.PARITY.FP32_MAX_ABS = 1e-3
 _C.VALIDATION.PARITY.REDUCED_MIN_COSINE = 0.99
 _C.VALIDATION.PARITY.REDUCED_MAX_METRIC_DROP = 0.5  # pt of Rank-1 / mAP vs fp32
+# Images (first N in dataset order) on which the PyTorch fp32 reference is computed for parity; when it
+# covers the whole set, reference metrics are computed too and reduced precisions are compared with them.
+_C.VALIDATION.PARITY.SAMPLE = 512
 
 # int8 post-training quantisation.
 _C.VALIDATION.CALIBRATION = CN()

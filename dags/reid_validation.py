@@ -1,0 +1,309 @@
+"""
+### ReID offline-inference validation
+
+Validates the reid-strong-baseline person re-identification model (ResNet50 + BN neck, Market-1501)
+on every registered inference target, nightly and on demand:
+
+1. **prepare_run**: resolve the config, dataset (synthetic Market-1501 when none is given) and checkpoint
+   (deterministic demo checkpoint when none is given), create the run directory, record the run.
+2. **export_model** (checkpoint -> ONNX, parity-checked) and, in parallel, **preprocess_data**
+   (images -> tensor cache).
+3. One task group per target (`onnxruntime`, `ascend310`, ...): **plan** the (batch size, precision)
+   combinations (the group is skipped when the target is not chosen), **convert** one artifact per
+   combination and **benchmark** it on the target's own queue (Ascend: queue `ascend310`, one pool per
+   device so a device runs one benchmark at a time), then **evaluate** Rank-k / mAP and parity.
+4. **record_results** into the results database, **check_regressions** against the reference metrics
+   and the history (fails the run and notifies when a rule fires), **finish** marks the run's status.
+
+Artifacts live in a per-run directory under `VALIDATION.ARTIFACTS_ROOT` (storage every worker sees);
+XCom only carries small JSON records. Results: `reid-validate results`, or the **ReID results** page.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.sdk import Param, TaskGroup, dag, task
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+
+from reid_tasks.config import load_config
+from reid_tasks.targets import get_target, target_names
+
+CFG = load_config(os.environ.get("REID_CONFIG_FILE") or None)
+TARGETS = list(target_names())
+PRECISIONS = ["fp32", "fp16", "bf16", "int8"]
+SOC_VERSIONS = ["Ascend310", "Ascend310P1", "Ascend310P3", "Ascend310B1", "Ascend910", "Ascend910B"]
+DEFAULT_QUEUE = "default"
+CPU_BENCH_POOL = "cpu_bench"
+
+# Tool flakiness (ATC, a busy device, a database hiccup) can pass on retry; a wrong input cannot.
+NOT_RETRYABLE = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=[
+                "reid_tasks.errors.ConfigError",
+                "reid_tasks.errors.CheckpointError",
+                "reid_tasks.errors.DatasetError",
+                "reid_tasks.errors.TargetUnavailable",
+                "reid_tasks.errors.PrecisionNotSupported",
+            ],
+            action=RetryAction.FAIL,
+            reason="input or environment error: a retry cannot help",
+        )
+    ]
+)
+TOOL_RETRIES: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "retry_policy": NOT_RETRYABLE,
+}
+DB_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=10),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=2),
+}
+
+
+def benchmark_pool(target_name: str) -> str:
+    """The Airflow pool a target's benchmarks take: one per accelerator device, ``cpu_bench`` on the CPU."""
+    queue = get_target(target_name).queue
+    if queue == DEFAULT_QUEUE:
+        return CPU_BENCH_POOL
+    return f"{queue}_dev{int(CFG.VALIDATION.ASCEND.DEVICE_IDS[0])}"
+
+
+def _params() -> dict[str, Param]:
+    v = CFG.VALIDATION
+    return {
+        "checkpoint": Param(
+            "", type="string", title="Checkpoint",
+            description="Path of the reid-strong-baseline .pth checkpoint on the workers; empty: the demo checkpoint.",
+        ),
+        "config_file": Param(
+            "", type="string", title="Config file",
+            description="A reid-strong-baseline / reid-validate yml merged over the defaults; empty: none.",
+        ),
+        "config_overrides": Param(
+            [], type=["array", "object"], items={"type": "string", "pattern": r"^\S+\s+\S.*$"},
+            title="Config overrides",
+            description='"KEY VALUE" lines (e.g. "TEST.NECK_FEAT before"), or an object {"KEY": value}.',
+        ),
+        "dataset_root": Param(
+            "", type="string", title="Dataset root",
+            description="Market-1501 directory (query/, bounding_box_test/) on the workers; empty: synthetic demo set.",
+        ),
+        "targets": Param(
+            list(v.TARGETS), type="array", items={"type": "string", "enum": TARGETS},
+            uniqueItems=True, minItems=1, title="Targets",
+            description=f"Inference targets to validate; registered: {', '.join(TARGETS)}.",
+        ),
+        "batch_sizes": Param(
+            list(v.BATCH_SIZES), type="array", items={"type": "integer", "minimum": 1, "maximum": 256},
+            uniqueItems=True, minItems=1, title="Batch sizes",
+            description="One artifact is built and benchmarked per batch size (1..256).",
+        ),
+        "precisions": Param(
+            list(v.PRECISIONS), type="array", items={"type": "string", "enum": PRECISIONS},
+            uniqueItems=True, minItems=1, title="Precisions",
+            description="Precisions a target cannot do are not scheduled for it.",
+        ),
+        "soc_version": Param(
+            v.ASCEND.SOC_VERSION, type="string", enum=SOC_VERSIONS, title="Ascend SoC version",
+            description="ATC --soc_version (Ascend targets only).",
+        ),
+        "device_ids": Param(
+            [int(d) for d in v.ASCEND.DEVICE_IDS], type="array", items={"type": "integer", "minimum": 0},
+            uniqueItems=True, minItems=1, title="Ascend device ids",
+            description="Devices the Ascend benchmark may use (the first one runs it).",
+        ),
+        "reference_rank1": Param(
+            float(v.REFERENCE.RANK1), type="number", minimum=0, maximum=100, title="Reference Rank-1 (%)",
+            description="Published Rank-1 of the checkpoint; the run fails when an artifact is more than the tolerance below.",
+        ),
+        "reference_map": Param(
+            float(v.REFERENCE.MAP), type="number", minimum=0, maximum=100, title="Reference mAP (%)",
+            description="Published mAP of the checkpoint.",
+        ),
+        "notes": Param("", type="string", maxLength=2000, title="Notes", description="Stored with the run."),
+    }
+
+
+def _schedule() -> str | None:
+    """Cron from VALIDATION.SCHEDULE; $REID_SCHEDULE overrides ("none": manual runs only)."""
+    value = os.environ.get("REID_SCHEDULE") or CFG.VALIDATION.SCHEDULE
+    return None if not value or value.strip().lower() in ("none", "null", "off") else value.strip()
+
+
+def _run_identity(context: Any) -> dict[str, str]:
+    dag_run = context["dag_run"]
+    run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
+    from urllib.parse import quote
+
+    from airflow.sdk import conf
+
+    base_url = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return {
+        "run_key": f"{dag_run.dag_id}/{dag_run.run_id}",
+        "trigger": "scheduled" if run_type == "scheduled" else "manual",
+        "dag_id": dag_run.dag_id,
+        "run_id": dag_run.run_id,
+        "airflow_url": f"{base_url}/dags/{dag_run.dag_id}/runs/{quote(dag_run.run_id, safe='')}" if base_url else None,
+    }
+
+
+@task(execution_timeout=timedelta(minutes=30))
+def prepare_run(**context: Any) -> dict:
+    """Resolve config, dataset, checkpoint and run directory; record the run as running."""
+    from reid_tasks import steps
+
+    params = context["params"]
+    return steps.prepare_run({k: params[k] for k in params}, **_run_identity(context))
+
+
+@task(execution_timeout=timedelta(minutes=30))
+def export_model(ctx: dict) -> dict:
+    """Checkpoint -> ONNX (opset from config) with its parity report."""
+    from reid_tasks import steps
+
+    return steps.export_model(ctx)
+
+
+@task(execution_timeout=timedelta(hours=1))
+def preprocess_data(ctx: dict) -> dict:
+    """Query + gallery images -> tensor cache in the run directory."""
+    from reid_tasks import steps
+
+    return steps.preprocess_data(ctx)
+
+
+@task(execution_timeout=timedelta(minutes=30))
+def reference_features(ctx: dict, data: dict) -> dict:
+    """PyTorch fp32 eager features: the parity reference of every artifact."""
+    from reid_tasks import steps
+
+    return steps.reference_features(ctx, data)
+
+
+@task(execution_timeout=timedelta(minutes=5))
+def plan(ctx: dict, target: str) -> list[dict]:
+    """The (batch size, precision) combinations of one target; skips the group when it is not chosen."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if target not in ctx["targets"]:
+        raise AirflowSkipException(f"target {target} not chosen (targets: {', '.join(ctx['targets'])})")
+    from reid_tasks import steps
+
+    combos = steps.plan_combinations(ctx, target)
+    return [{"target": c["target"], "batch_size": c["batch_size"], "precision": c["precision"]} for c in combos]
+
+
+@task(execution_timeout=timedelta(hours=2), **TOOL_RETRIES)
+def convert(ctx: dict, export: dict, target: str, batch_size: int, precision: str) -> dict:
+    """One artifact for (target, batch size, precision), e.g. ATC -> .om."""
+    from reid_tasks import steps
+
+    return steps.convert_artifact(ctx, export, target, batch_size, precision)
+
+
+@task(execution_timeout=timedelta(hours=1), **TOOL_RETRIES)
+def benchmark(ctx: dict, artifact: dict, data: dict) -> dict:
+    """Features on the real data + perf records (real data and pure inference) on the target's worker."""
+    from reid_tasks import steps
+
+    return steps.benchmark_artifact(ctx, artifact, data)
+
+
+@task(execution_timeout=timedelta(minutes=30))
+def evaluate(ctx: dict, bench: dict, data: dict, reference: dict) -> dict:
+    """Rank-k / mAP / mINP in percent and parity against the PyTorch fp32 reference."""
+    from reid_tasks import steps
+
+    return steps.evaluate_artifact(ctx, bench, data, reference)
+
+
+@task(trigger_rule="none_failed_min_one_success", execution_timeout=timedelta(minutes=10), **DB_RETRIES)
+def record_results(ctx: dict, evaluated: list, export: dict, data: dict) -> dict:
+    """Upsert the run and every artifact's perf and accuracy rows (targets not chosen contribute nothing)."""
+    from reid_tasks import steps
+
+    results = [item for per_target in evaluated for item in (per_target or [])]
+    return steps.record_results(ctx, results, export, data)
+
+
+@task(execution_timeout=timedelta(minutes=10))
+def check_regressions(ctx: dict, recorded: dict, **context: Any) -> dict:
+    """Apply the regression rules to the run; on alerts notify, then fail so the run is red."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from reid_tasks import steps
+    from reid_tasks.notify import AlertNotifier
+
+    print(f"recorded: {recorded}")
+    verdict = steps.check_regressions(ctx)
+    alerts = verdict.get("alerts") or []
+    no_verdict = [f"no verdict: {v['message']}" for v in verdict.get("verdicts") or [] if v.get("regressed") is None]
+    for line in [f"ALERT [{a.get('rule')}] {a.get('message')}" for a in alerts] + no_verdict:
+        print(line)
+    context["ti"].xcom_push(key="alert_count", value=len(alerts))
+    if alerts:
+        AlertNotifier(
+            run_key=ctx["run_key"], alerts=alerts, summary=no_verdict, url=ctx.get("airflow_url") or ""
+        ).notify(context)
+        raise AirflowFailException(
+            f"{len(alerts)} regression alert(s): " + "; ".join(str(a.get("message")) for a in alerts)
+        )
+    checks = sum(1 for v in verdict.get("verdicts") or [] if v.get("regressed") is False)
+    return {"run_key": ctx["run_key"], "alerts": 0, "checks_passed": checks, "no_verdict": no_verdict}
+
+
+@task(execution_timeout=timedelta(minutes=5))
+def finish(ctx: dict, **context: Any) -> str:
+    """Mark the run success / regressed / failed in the results database (runs whatever happened)."""
+    from reid_tasks import steps
+
+    alert_count = context["ti"].xcom_pull(task_ids="check_regressions", key="alert_count")
+    status = "failed" if alert_count is None else ("regressed" if alert_count else "success")
+    steps.finish_run(ctx, status)
+    return status
+
+
+@dag(
+    dag_id="reid_validation",
+    schedule=_schedule(),
+    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["reid", "validation", "onnx", "ascend310"],
+    doc_md=__doc__,
+    params=_params(),
+    default_args={"owner": "reid", "retries": 0, "execution_timeout": timedelta(hours=2)},
+)
+def reid_validation() -> None:
+    ctx = prepare_run()
+    onnx = export_model(ctx)
+    data = preprocess_data(ctx)
+    reference = reference_features(ctx, data)
+
+    evaluated = []
+    for name in TARGETS:
+        queue = get_target(name).queue
+        with TaskGroup(group_id=name, tooltip=f"{name} on queue {queue}"):
+            combos = plan(ctx, name)
+            artifacts = convert.override(queue=queue).partial(ctx=ctx, export=onnx).expand_kwargs(combos)
+            benches = (
+                benchmark.override(queue=queue, pool=benchmark_pool(name))
+                .partial(ctx=ctx, data=data)
+                .expand(artifact=artifacts)
+            )
+            evaluated.append(evaluate.partial(ctx=ctx, data=data, reference=reference).expand(bench=benches))
+
+    verdict = check_regressions(ctx, record_results(ctx, evaluated, onnx, data))
+    verdict >> finish(ctx).as_teardown(setups=ctx.operator)
+
+
+reid_validation()

@@ -1,0 +1,44 @@
+"""Embedded demo data: a synthetic Market-1501 and a deterministic checkpoint in the released format."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .utils import log
+
+DEMO_NUM_IDS = 24
+DEMO_SEED = 0
+CHECKPOINT_NAME = "demo_resnet50_bnneck.pth"
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """Paths of the demo dataset (Market-1501 layout) and checkpoint."""
+
+    dataset_root: str
+    checkpoint: str
+
+
+def ensure_demo_data(
+    directory: str | os.PathLike[str], num_ids: int = DEMO_NUM_IDS, seed: int = DEMO_SEED
+) -> DemoData:
+    """Create (or reuse) the synthetic Market-1501 and the demo checkpoint under ``directory``."""
+    import torch
+
+    from .config import load_config
+    from .datasets import make_synthetic_market1501
+    from .model import write_demo_checkpoint
+    from .preprocess import preprocess_image
+
+    directory = Path(directory).expanduser().resolve()
+    info = make_synthetic_market1501(directory / "market1501", num_ids=num_ids, seed=seed, with_train=True)
+    ckpt = directory / CHECKPOINT_NAME
+    if not ckpt.is_file():
+        cfg = load_config()
+        train = sorted((Path(info.root) / "bounding_box_train").glob("*.jpg"))
+        images = torch.from_numpy(__import__("numpy").stack([preprocess_image(p, cfg) for p in train]))
+        write_demo_checkpoint(ckpt, calibration_images=images, seed=seed)
+        log.info("demo: wrote checkpoint %s (BN statistics from %d training images)", ckpt, len(train))
+    return DemoData(dataset_root=str(Path(info.root).parent), checkpoint=str(ckpt))

@@ -1,0 +1,608 @@
+"""Re-identification metrics with the reid-strong-baseline protocol, vectorised and chunked.
+
+Protocol (reid-strong-baseline ``R1_mAP`` + ``eval_func``):
+
+* optional L2 normalisation of every feature row (``feat_norm``, as ``F.normalize(p=2, eps=1e-12)``);
+* squared Euclidean distance ``||q||^2 + ||g||^2 - 2 q.g`` in float32;
+* per query, gallery entries with the same pid **and** the same camera are removed ("junk"); distractors
+  (pid 0) and every other entry stay;
+* queries with no true match left are skipped (``num_skipped_queries``) and count in neither CMC nor mAP;
+* CMC = cumulative hit clipped to 1, averaged over valid queries, up to ``max_rank``; AP = mean over the true
+  matches of (matches so far / rank); mINP (fast-reid) = mean of (number of matches / rank of the last match).
+
+Ordering is deterministic: equal distances are ordered by gallery index (a stable sort). reid-strong-baseline
+uses a non-stable ``np.argsort`` whose order for equal distances is unspecified, so the two agree exactly
+whenever no true match shares its distance with another valid gallery entry (``Metrics.num_tie_queries``
+counts the queries where that happened).
+
+When ``max_rank`` exceeds the gallery, reid-strong-baseline truncates the CMC to the gallery size; here the
+CMC always has ``max_rank`` entries and the missing tail repeats the last value (1.0: every valid query has
+found all its matches by then).
+
+Speed: the ranking never sorts whole rows. For each query only the gallery entries at or below the distance
+of its farthest true match matter, so each chunk of queries keeps those candidates, packs
+(row, distance, gallery index) into one 64-bit key per candidate and sorts the keys; the position of a true
+match in its row is its exact rank. Memory is bounded by a per-chunk budget, and the query-feature chunk
+GEMM is the dominant cost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reid_tasks.errors import EvaluationError
+
+__all__ = [
+    "Metrics",
+    "ParityStats",
+    "compute_distance",
+    "cosine_parity",
+    "evaluate",
+    "l2_normalize",
+    "re_ranking",
+]
+
+#: default working-memory budget of one chunk of queries (bytes), dense part
+DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
+#: candidates (gallery entries ranked at or above a query's last true match) sorted in one go at most
+_MAX_CANDIDATES = 4_000_000
+_NORM_EPS = 1e-12
+_ROW_BLOCK = 8192
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Evaluation result; every rate is a fraction in [0, 1]."""
+
+    cmc: np.ndarray = field(repr=False)
+    mAP: float
+    mINP: float
+    rank1: float
+    rank5: float
+    rank10: float
+    rank20: float
+    num_valid_queries: int
+    num_query: int
+    num_gallery: int
+    num_skipped_queries: int
+    num_tie_queries: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able dict (cmc as a list of floats)."""
+        return {
+            "cmc": [float(x) for x in self.cmc],
+            "mAP": float(self.mAP),
+            "mINP": float(self.mINP),
+            "rank1": float(self.rank1),
+            "rank5": float(self.rank5),
+            "rank10": float(self.rank10),
+            "rank20": float(self.rank20),
+            "num_valid_queries": int(self.num_valid_queries),
+            "num_query": int(self.num_query),
+            "num_gallery": int(self.num_gallery),
+            "num_skipped_queries": int(self.num_skipped_queries),
+            "num_tie_queries": int(self.num_tie_queries),
+        }
+
+    def percent(self) -> dict[str, float]:
+        """Rank-1/5/10/20, mAP and mINP in percent (what the results database stores)."""
+        return {
+            "rank1": 100.0 * self.rank1,
+            "rank5": 100.0 * self.rank5,
+            "rank10": 100.0 * self.rank10,
+            "rank20": 100.0 * self.rank20,
+            "mAP": 100.0 * self.mAP,
+            "mINP": 100.0 * self.mINP,
+        }
+
+
+@dataclass(frozen=True)
+class ParityStats:
+    """Row-wise agreement of two feature matrices."""
+
+    min_cosine: float
+    mean_cosine: float
+    max_abs_diff: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"min_cosine": self.min_cosine, "mean_cosine": self.mean_cosine, "max_abs_diff": self.max_abs_diff}
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def _as_features(x: Any, name: str) -> np.ndarray:
+    try:
+        a = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise EvaluationError(f"{name}: cannot convert to an array: {exc}") from exc
+    if a.ndim != 2:
+        raise EvaluationError(f"{name}: expected a 2-D feature matrix [N, D], got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise EvaluationError(f"{name}: empty feature matrix, shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise EvaluationError(f"{name}: expected real numbers, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _check_finite(a: np.ndarray, name: str) -> None:
+    bad = 0
+    first = -1
+    for s in range(0, a.shape[0], _ROW_BLOCK):
+        rows_ok = np.isfinite(a[s : s + _ROW_BLOCK]).all(axis=1)
+        n = int(rows_ok.size - np.count_nonzero(rows_ok))
+        if n:
+            if first < 0:
+                first = s + int(np.argmin(rows_ok))
+            bad += n
+    if bad:
+        raise EvaluationError(
+            f"{name}: {bad} of {a.shape[0]} feature rows contain NaN or inf (first bad row {first}); "
+            "the model or runtime produced non-finite outputs"
+        )
+
+
+def _as_labels(x: Any, name: str, n: int, rows_of: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1:
+        a = a.reshape(-1) if a.size == n else a
+    if a.ndim != 1 or a.shape[0] != n:
+        raise EvaluationError(f"{name}: expected {n} labels (one per row of {rows_of}), got shape {np.shape(x)}")
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
+        return a.astype(np.int64, copy=False)
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all() or not np.array_equal(a, np.round(a)):
+            raise EvaluationError(f"{name}: labels must be integers, got non-integral values")
+        return a.astype(np.int64)
+    raise EvaluationError(f"{name}: labels must be integers, got dtype {a.dtype}")
+
+
+# ------------------------------------------------------------------------------------------- features, distance
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation in float32 (``x / max(||x||, 1e-12)``), into a new array."""
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    for s in range(0, x.shape[0], _ROW_BLOCK):
+        blk = x[s : s + _ROW_BLOCK]
+        norm = np.sqrt(np.einsum("ij,ij->i", blk, blk))
+        np.divide(blk, np.maximum(norm, np.float32(_NORM_EPS))[:, None], out=out[s : s + _ROW_BLOCK])
+    return out
+
+
+def _sq_norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x)
+
+
+def _distance_block(q: np.ndarray, q2: np.ndarray, g: np.ndarray, g2: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``(||q||^2 + ||g||^2) - 2 q.g`` in float32 into ``out`` (same rounding as torch ``addmm_(1, -2, ...)``)."""
+    prod = (q * np.float32(2.0)) @ g.T  # == 2 (q @ g.T) bit for bit: scaling by 2 is exact
+    np.add(q2[:, None], g2[None, :], out=out)
+    np.subtract(out, prod, out=out)
+    return out
+
+
+def compute_distance(qf: Any, gf: Any, feat_norm: bool = True) -> np.ndarray:
+    """Full squared-Euclidean distance matrix [num_query, num_gallery] in float32 (small sets only)."""
+    q = _as_features(qf, "qf")
+    g = _as_features(gf, "gf")
+    if q.shape[1] != g.shape[1]:
+        raise EvaluationError(f"feature dims differ: qf {q.shape} vs gf {g.shape}")
+    if feat_norm:
+        q, g = l2_normalize(q), l2_normalize(g)
+    out = np.empty((q.shape[0], g.shape[0]), dtype=np.float32)
+    return _distance_block(q, _sq_norms(q), g, _sq_norms(g), out)
+
+
+def cosine_parity(a: Any, b: Any) -> ParityStats:
+    """Per-row cosine similarity of two feature matrices of the same shape, and their max abs difference."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise EvaluationError(f"cosine_parity: shapes differ: {x.shape} vs {y.shape}")
+    if x.size == 0:
+        raise EvaluationError(f"cosine_parity: empty inputs, shape {x.shape}")
+    if x.ndim == 1:
+        x, y = x[None, :], y[None, :]
+    x = x.reshape(x.shape[0], -1)
+    y = y.reshape(y.shape[0], -1)
+    for arr, name in ((x, "a"), (y, "b")):
+        bad = int(np.count_nonzero(~np.isfinite(arr).all(axis=1)))
+        if bad:
+            raise EvaluationError(f"cosine_parity: {name} has {bad} rows with NaN or inf")
+    nx = np.linalg.norm(x, axis=1)
+    ny = np.linalg.norm(y, axis=1)
+    dot = np.einsum("ij,ij->i", x, y)
+    denom = nx * ny
+    both_zero = (nx == 0) & (ny == 0)
+    cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), np.where(both_zero, 1.0, 0.0))
+    return ParityStats(
+        min_cosine=float(cos.min()),
+        mean_cosine=float(cos.mean()),
+        max_abs_diff=float(np.abs(x - y).max()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- ranking
+
+
+def _float_keys(d: np.ndarray) -> np.ndarray:
+    """Monotone map float32 -> uint32 (a < b  <=>  key(a) < key(b)); -0.0 is folded onto +0.0."""
+    d = d + np.float32(0.0)
+    u = d.view(np.uint32)
+    return np.where(u >> np.uint32(31), ~u, u | np.uint32(0x80000000))
+
+
+def _ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + n) for every (s, n)."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offs = np.cumsum(lengths) - lengths
+    return np.arange(total, dtype=np.int64) - np.repeat(offs - starts, lengths)
+
+
+class _Ranker:
+    """Exact ranks of the true matches of each query; accumulates CMC / AP / INP over chunks of queries."""
+
+    def __init__(self, q_pids, g_pids, q_camids, g_camids, max_rank):
+        self.q_pids, self.g_pids, self.q_camids, self.g_camids = q_pids, g_pids, q_camids, g_camids
+        self.max_rank = max_rank
+        self.num_g = g_pids.shape[0]
+        self.col_bits = max(1, int(self.num_g - 1).bit_length())
+        self.row_bits = 64 - 32 - self.col_bits
+        if self.row_bits < 1:  # pragma: no cover - > 2^31 gallery entries
+            raise EvaluationError(f"gallery too large: {self.num_g} entries")
+        self.pid_order = np.argsort(g_pids, kind="stable")
+        self.sorted_pids = g_pids[self.pid_order]
+
+    def max_rows(self) -> int:
+        return 1 << self.row_bits
+
+    def rank_chunk(self, r0: int, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """Rank the queries r0 .. r0+len(dist); returns (num_matches, first_rank, ap, inp) per row + tie count."""
+        nb = dist.shape[0]
+        qp = self.q_pids[r0 : r0 + nb]
+        qc = self.q_camids[r0 : r0 + nb]
+        lo = np.searchsorted(self.sorted_pids, qp, side="left")
+        hi = np.searchsorted(self.sorted_pids, qp, side="right")
+        gidx = self.pid_order[_ragged_arange(lo, hi - lo)]
+        rows = np.repeat(np.arange(nb), hi - lo)
+        is_match = self.g_camids[gidx] != qc[rows]
+        mrows, mcols = rows[is_match], gidx[is_match]
+        num_matches = np.bincount(mrows, minlength=nb)
+        thresh = np.full(nb, -np.inf, dtype=np.float32)
+        np.maximum.at(thresh, mrows, dist[mrows, mcols])
+
+        first = np.zeros(nb, dtype=np.int64)
+        ap = np.zeros(nb, dtype=np.float64)
+        inp = np.zeros(nb, dtype=np.float64)
+        ties = 0
+        mask = dist <= thresh[:, None]
+        if np.count_nonzero(mask) <= _MAX_CANDIDATES:
+            ties += self._rank_rows(0, nb, dist, mask, qp, qc, num_matches, first, ap, inp)
+        else:  # split rows so that one sort handles at most _MAX_CANDIDATES candidates (at least one row)
+            counts = np.count_nonzero(mask, axis=1)
+            s = 0
+            while s < nb:
+                csum = np.cumsum(counts[s:])
+                e = s + max(1, int(np.searchsorted(csum, _MAX_CANDIDATES, side="right")))
+                ties += self._rank_rows(s, e, dist, mask, qp, qc, num_matches, first, ap, inp)
+                s = e
+        return num_matches, first, ap, inp, ties
+
+    def _rank_rows(self, s, e, dist, mask, qp, qc, num_matches, first, ap, inp) -> int:
+        flat = np.flatnonzero(mask[s:e])
+        if flat.size == 0:
+            return 0
+        rr, cc = np.divmod(flat, self.num_g)
+        junk = (self.g_pids[cc] == qp[s + rr]) & (self.g_camids[cc] == qc[s + rr])
+        if junk.any():
+            keep = ~junk
+            rr, cc = rr[keep], cc[keep]
+        dk = _float_keys(dist[s + rr, cc])
+        keys = (rr.astype(np.uint64) << np.uint64(32 + self.col_bits)) | (
+            dk.astype(np.uint64) << np.uint64(self.col_bits)
+        )
+        keys |= cc.astype(np.uint64)
+        keys.sort()
+        rs = (keys >> np.uint64(32 + self.col_bits)).astype(np.int64)
+        cs = (keys & np.uint64((1 << self.col_bits) - 1)).astype(np.int64)
+        n = e - s
+        starts = np.searchsorted(rs, np.arange(n))
+        rank = np.arange(rs.size, dtype=np.int64) - starts[rs] + 1  # 1-based among valid entries
+        m = self.g_pids[cs] == qp[s + rs]
+        mr, mrank = rs[m], rank[m]
+        # ties: a true match whose distance equals that of its neighbour in the sorted row (other than a match)
+        dsorted = (keys >> np.uint64(self.col_bits)) & np.uint64(0xFFFFFFFF)
+        tie_rows = 0
+        if rs.size > 1:
+            same = (dsorted[1:] == dsorted[:-1]) & (rs[1:] == rs[:-1]) & (m[1:] != m[:-1])
+            if same.any():
+                tie_rows = int(np.unique(rs[1:][same]).size)
+        mstart = np.searchsorted(mr, np.arange(n))
+        j = np.arange(mr.size, dtype=np.int64) - mstart[mr] + 1
+        nm = num_matches[s:e]
+        if not np.array_equal(np.bincount(mr, minlength=n), nm):  # pragma: no cover - internal invariant
+            raise EvaluationError("internal error: true matches missing from the candidate set")
+        valid = nm > 0
+        idx = np.nonzero(valid)[0]
+        first[s + idx] = mrank[mstart[idx]]
+        ap[s:e] = np.bincount(mr, weights=j / mrank, minlength=n) / np.maximum(nm, 1)
+        inp[s + idx] = nm[idx] / mrank[mstart[idx] + nm[idx] - 1]
+        return tie_rows
+
+
+def _chunk_rows(num_g: int, budget: int, limit: int) -> int:
+    per_row = num_g * (4 + 4 + 4 + 1)  # distance, sum buffer, GEMM product, candidate mask
+    return int(max(1, min(limit, budget // max(per_row, 1), 4096)))
+
+
+def _run_ranking(
+    num_q: int,
+    chunk: int,
+    make_dist: Callable[[int, int], np.ndarray],
+    ranker: _Ranker,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    num_matches = np.zeros(num_q, dtype=np.int64)
+    first = np.zeros(num_q, dtype=np.int64)
+    ap = np.zeros(num_q, dtype=np.float64)
+    inp = np.zeros(num_q, dtype=np.float64)
+    ties = 0
+
+    def store(r0, res):
+        nonlocal ties
+        nm, f, a, i, t = res
+        r1 = r0 + nm.shape[0]
+        num_matches[r0:r1], first[r0:r1], ap[r0:r1], inp[r0:r1] = nm, f, a, i
+        ties += t
+
+    starts = list(range(0, num_q, chunk))
+    if threads <= 1 or len(starts) == 1:
+        for r0 in starts:
+            store(r0, ranker.rank_chunk(r0, make_dist(r0, min(num_q, r0 + chunk))))
+    else:
+        # the GEMM of chunk k+1 (multithreaded BLAS) overlaps the ranking of chunk k
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for r0 in starts:
+                d = make_dist(r0, min(num_q, r0 + chunk))
+                if pending is not None:
+                    store(pending[0], pending[1].result())
+                pending = (r0, pool.submit(ranker.rank_chunk, r0, d))
+            if pending is not None:
+                store(pending[0], pending[1].result())
+    return num_matches, first, ap, inp, ties
+
+
+# ------------------------------------------------------------------------------------------------ re-ranking
+
+
+def _top_k_stable(rows: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k smallest entries of each row, ordered by (value, index) (ties by index)."""
+    n, m = rows.shape
+    k = min(k, m)
+    kth = np.partition(rows, k - 1, axis=1)[:, k - 1]
+    rr, cc = np.nonzero(rows <= kth[:, None])
+    col_bits = max(1, int(m - 1).bit_length())
+    keys = (rr.astype(np.uint64) << np.uint64(32 + col_bits)) | (
+        _float_keys(rows[rr, cc]).astype(np.uint64) << np.uint64(col_bits)
+    )
+    keys |= cc.astype(np.uint64)
+    keys.sort()
+    rs = (keys >> np.uint64(32 + col_bits)).astype(np.int64)
+    cs = (keys & np.uint64((1 << col_bits) - 1)).astype(np.int64)
+    starts = np.searchsorted(rs, np.arange(n))
+    take = starts[:, None] + np.arange(k)[None, :]
+    return cs[take]
+
+
+def _reciprocal_sets(rank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-reciprocal neighbours R(i, k) as (row, col) pairs, in forward-rank order within each row."""
+    n = rank.shape[0]
+    fwd = rank[:, : k + 1]
+    rows = np.repeat(np.arange(n, dtype=np.int64), fwd.shape[1])
+    cols = fwd.reshape(-1).astype(np.int64)
+    pair = rows * n + cols
+    back = cols * n + rows
+    keep = np.isin(back, pair)
+    return rows[keep], cols[keep]
+
+
+def re_ranking(qf: np.ndarray, gf: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+    """k-reciprocal re-ranking (Zhong et al. 2017) as reid-strong-baseline ``utils/re_ranking.py``.
+
+    Features are used as given (normalise first if wanted). Returns the [num_query, num_gallery] float32
+    final distance. Neighbour lists are ordered by (distance, index); the encoding V is kept sparse.
+    Memory: one (Q+G)^2 float32 distance matrix.
+    """
+    q = np.ascontiguousarray(qf, dtype=np.float32)
+    g = np.ascontiguousarray(gf, dtype=np.float32)
+    nq = q.shape[0]
+    feat = np.concatenate([q, g])
+    n = feat.shape[0]
+    f2 = _sq_norms(feat)
+    dist = np.empty((n, n), dtype=np.float32)
+    for s in range(0, n, 2048):
+        _distance_block(feat[s : s + 2048], f2[s : s + 2048], feat, f2, dist[s : s + 2048])
+    del feat
+    dist /= dist.max(axis=0)[None, :]
+    orig = dist.T  # original_dist[i, j] = dist[j, i] / max(dist[:, i])  (transpose of the column-normalised)
+
+    kk = k1 + 1
+    rank = np.empty((n, kk), dtype=np.int64)
+    for s in range(0, n, 2048):
+        rank[s : s + 2048] = _top_k_stable(np.ascontiguousarray(orig[s : s + 2048]), kk)
+
+    half = int(np.around(k1 / 2))
+    r_rows, r_cols = _reciprocal_sets(rank, k1)
+    h_rows, h_cols = _reciprocal_sets(rank, half)
+    h_start = np.searchsorted(h_rows, np.arange(n + 1))
+    h_len = np.diff(h_start)
+
+    # expansion: candidate c of R(i, k1) adds R(c, k1/2) when |R(c, k1/2) ∩ R(i, k1)| > 2/3 |R(c, k1/2)|
+    cand_len = h_len[r_cols]
+    trip_i = np.repeat(r_rows, cand_len)
+    trip_pair = np.repeat(np.arange(r_rows.size), cand_len)
+    trip_m = h_cols[_ragged_arange(h_start[r_cols], cand_len)]
+    inter = np.isin(trip_i * n + trip_m, r_rows * n + r_cols)
+    inter_count = np.bincount(trip_pair, weights=inter, minlength=r_rows.size)
+    accept = inter_count > (2.0 / 3.0) * cand_len
+    acc_len = np.where(accept, cand_len, 0)
+    add_rows = np.repeat(r_rows, acc_len)
+    add_cols = h_cols[_ragged_arange(h_start[r_cols], acc_len)]
+    exp_key = np.unique(np.concatenate([r_rows * n + r_cols, add_rows * n + add_cols]))
+    v_rows, v_cols = exp_key // n, exp_key % n
+    w = np.exp(-orig[v_rows, v_cols]).astype(np.float32)
+    wsum = np.bincount(v_rows, weights=w, minlength=n)
+    v_vals = w / wsum[v_rows]
+
+    # local query expansion: V_qe[i] = mean of V over the k2 nearest neighbours of i
+    if k2 != 1:
+        v_start = np.searchsorted(v_rows, np.arange(n + 1))
+        v_len = np.diff(v_start)
+        nb = rank[:, :k2].reshape(-1)
+        nb_i = np.repeat(np.arange(n, dtype=np.int64), k2)
+        lens = v_len[nb]
+        src = _ragged_arange(v_start[nb], lens)
+        key = np.repeat(nb_i, lens) * n + v_cols[src]
+        uk, inv = np.unique(key, return_inverse=True)
+        vals = np.bincount(inv, weights=v_vals[src]) / k2
+        v_rows, v_cols, v_vals = uk // n, uk % n, vals
+    del rank
+
+    # Jaccard distance between queries and gallery through the inverted index (columns of V)
+    col_order = np.argsort(v_cols, kind="stable")
+    c_rows = v_rows[col_order]
+    c_vals = v_vals[col_order]
+    c_start = np.searchsorted(v_cols[col_order], np.arange(n + 1))
+    c_len = np.diff(c_start)
+    q_end = int(np.searchsorted(v_rows, nq))
+    ng = n - nq
+    final = np.empty((nq, ng), dtype=np.float32)
+    qstep = 256
+    for s in range(0, nq, qstep):
+        e = min(nq, s + qstep)
+        a = int(np.searchsorted(v_rows[:q_end], s))
+        b = int(np.searchsorted(v_rows[:q_end], e))
+        qi, qk, qv = v_rows[a:b], v_cols[a:b], v_vals[a:b]
+        lens = c_len[qk]
+        src = c_start[qk].repeat(lens) + (_ragged_arange(np.zeros_like(lens), lens))
+        tgt = c_rows[src]
+        mins = np.minimum(np.repeat(qv, lens), c_vals[src])
+        keep = tgt >= nq
+        flat = (np.repeat(qi - s, lens)[keep]) * ng + (tgt[keep] - nq)
+        temp = np.bincount(flat, weights=mins[keep], minlength=(e - s) * ng).reshape(e - s, ng)
+        jac = 1.0 - temp / (2.0 - temp)
+        final[s:e] = (jac * (1.0 - lambda_value) + orig[s:e, nq:] * lambda_value).astype(np.float32)
+    return final
+
+
+# ------------------------------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    qf: Any,
+    gf: Any,
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    *,
+    feat_norm: bool = True,
+    max_rank: int = 50,
+    rerank: bool = False,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    chunk_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    threads: int | None = None,
+) -> Metrics:
+    """Rank-k, mAP and mINP of query features against gallery features (reid-strong-baseline protocol).
+
+    ``chunk_size`` (queries per chunk) defaults to what fits ``memory_budget`` bytes of working memory.
+    ``threads`` > 1 overlaps the distance GEMM of one chunk with the ranking of the previous one
+    (default: 2 when the machine has more than one core).
+    Raises EvaluationError on shape mismatches, NaN/inf features or when no query has a valid match.
+    """
+    q = _as_features(qf, "qf")
+    g = _as_features(gf, "gf")
+    if q.shape[1] != g.shape[1]:
+        raise EvaluationError(f"feature dims differ: qf has shape {q.shape}, gf has shape {g.shape}")
+    nq, ng = q.shape[0], g.shape[0]
+    qp = _as_labels(q_pids, "q_pids", nq, "qf")
+    gp = _as_labels(g_pids, "g_pids", ng, "gf")
+    qc = _as_labels(q_camids, "q_camids", nq, "qf")
+    gc = _as_labels(g_camids, "g_camids", ng, "gf")
+    if int(max_rank) < 1:
+        raise EvaluationError(f"max_rank must be >= 1, got {max_rank}")
+    max_rank = int(max_rank)
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise EvaluationError(f"chunk_size must be >= 1, got {chunk_size}")
+    _check_finite(q, "qf")
+    _check_finite(g, "gf")
+    if feat_norm:
+        q, g = l2_normalize(q), l2_normalize(g)
+    if threads is None:
+        threads = 2 if (os.cpu_count() or 1) > 1 else 1
+
+    ranker = _Ranker(qp, gp, qc, gc, max_rank)
+    if chunk_size:
+        chunk = int(chunk_size)
+    else:  # what fits the budget, but at least ~8 chunks (>= 256 rows) so the GEMM/ranking overlap pays off
+        chunk = min(_chunk_rows(ng, memory_budget, ranker.max_rows()), max(256, -(-nq // 8)))
+    chunk = min(chunk, ranker.max_rows(), nq)
+
+    if rerank:
+        final = re_ranking(q, g, k1=k1, k2=k2, lambda_value=lambda_value)
+
+        def make_dist(r0: int, r1: int) -> np.ndarray:
+            return final[r0:r1]
+    else:
+        q2, g2 = _sq_norms(q), _sq_norms(g)
+
+        def make_dist(r0: int, r1: int) -> np.ndarray:
+            out = np.empty((r1 - r0, ng), dtype=np.float32)
+            return _distance_block(q[r0:r1], q2[r0:r1], g, g2, out)
+
+    num_matches, first, ap, inp, ties = _run_ranking(nq, chunk, make_dist, ranker, threads)
+    valid = num_matches > 0
+    num_valid = int(valid.sum())
+    if num_valid == 0:
+        absent = int(np.count_nonzero(~np.isin(qp, gp)))
+        raise EvaluationError(
+            f"no valid query: none of the {nq} queries has a true match among the {ng} gallery entries "
+            f"(different camera, same pid); {absent} query pids are absent from the gallery, "
+            f"{nq - absent} have matches only in their own camera"
+        )
+    hist = np.bincount(np.minimum(first[valid] - 1, max_rank), minlength=max_rank + 1)[:max_rank]
+    cmc = np.cumsum(hist).astype(np.float64) / num_valid
+    mAP = float(ap[valid].sum() / num_valid)
+    mINP = float(inp[valid].sum() / num_valid)
+
+    def at(k: int) -> float:  # independent of max_rank
+        return float(np.count_nonzero(first[valid] <= k) / num_valid)
+
+    return Metrics(
+        cmc=cmc,
+        mAP=mAP,
+        mINP=mINP,
+        rank1=at(1),
+        rank5=at(5),
+        rank10=at(10),
+        rank20=at(20),
+        num_valid_queries=num_valid,
+        num_query=nq,
+        num_gallery=ng,
+        num_skipped_queries=nq - num_valid,
+        num_tie_queries=int(ties),
+    )

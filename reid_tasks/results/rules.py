@@ -1,0 +1,343 @@
+"""Regression rules: pure functions over plain numbers (no database). The store fetches, these decide.
+
+Rules (thresholds under VALIDATION.RULES, reference accuracy under VALIDATION.REFERENCE):
+
+- ``accuracy_reference``: Rank-1 or mAP below the configured reference by more than REF_ACC_TOLERANCE pt.
+  Only when a reference is configured for the model under test (``RuleConfig.reference_rank1`` / ``_map``).
+- ``accuracy_history``: Rank-1 or mAP more than HISTORY_ACC_DROP pt below the median of the last
+  HISTORY_ACC_RUNS good runs of the same series (target, batch, precision, re-ranking).
+- ``batch_invariance``: |metric(batch B) - metric(batch 1)| > BATCH_INVARIANCE pt within one run, same
+  target, precision and re-ranking (the smallest batch present stands in when batch 1 is missing).
+- ``perf_history`` (Conbench's lookback z-score): against the last up to PERF_LOOKBACK good points of the
+  same series (target, device kind, batch, precision, mode), regression when z <= -PERF_Z **and** the
+  change is at least PERF_MIN_CHANGE (a fraction) in the worse direction. z is normalised so that negative
+  is always worse (for latency, a rise gives a negative z). A history with zero spread (std == 0) has no
+  z (reported as None): the PERF_MIN_CHANGE rule alone decides, so a constant history does not alert on
+  noise below the tolerance but does alert on a 10 % drop.
+- ``perf_reference``: with fewer than PERF_MIN_HISTORY prior good points, the configured reference
+  throughput (REFERENCE_THROUGHPUT, per target / device kind / batch) with REF_PERF_TOLERANCE.
+- neither history nor reference: no verdict (``regressed is None``), reported in the run summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import ResultsError
+from .records import _Record
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    unit: str
+    higher_is_better: bool
+    kind: str  # 'perf' | 'accuracy'
+
+    def worse_by(self, observed: float, baseline: float) -> float:
+        """How much worse ``observed`` is than ``baseline`` in the metric's unit (negative = better)."""
+        return baseline - observed if self.higher_is_better else observed - baseline
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.higher_is_better else -1
+
+
+METRICS: dict[str, MetricSpec] = {
+    "throughput": MetricSpec("throughput", "samples/s", True, "perf"),
+    "latency_p99": MetricSpec("latency_p99", "ms", False, "perf"),
+    "rank1": MetricSpec("rank1", "%", True, "accuracy"),
+    "rank5": MetricSpec("rank5", "%", True, "accuracy"),
+    "rank10": MetricSpec("rank10", "%", True, "accuracy"),
+    "mAP": MetricSpec("mAP", "%", True, "accuracy"),
+    "mINP": MetricSpec("mINP", "%", True, "accuracy"),
+}
+ACCURACY_RULE_METRICS = ("rank1", "mAP")
+PERF_RULE_METRICS = ("throughput", "latency_p99")
+
+
+def metric_spec(name: str) -> MetricSpec:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ResultsError(f"unknown metric {name!r}; valid: {sorted(METRICS)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleConfig(_Record):
+    """Thresholds of the rules (defaults = VALIDATION.RULES defaults) and the reference values.
+
+    ``reference_throughput``: ((target, device_kind, batch, samples/s[, precision]), ...); an entry without a
+    precision applies to every precision. ``reference_rank1`` / ``reference_map`` in percent, None = no
+    reference configured for the model under test (the accuracy_reference rule is skipped).
+    """
+
+    ref_acc_tolerance: float = 1.0
+    history_acc_drop: float = 0.3
+    history_acc_runs: int = 10
+    batch_invariance: float = 0.1
+    perf_z: float = 5.0
+    perf_min_change: float = 0.05
+    perf_lookback: int = 100
+    perf_min_history: int = 5
+    ref_perf_tolerance: float = 0.05
+    reference_throughput: tuple[tuple[Any, ...], ...] = ()
+    reference_rank1: float | None = None
+    reference_map: float | None = None
+
+    def __post_init__(self) -> None:
+        entries = []
+        for entry in self.reference_throughput:
+            entry = tuple(entry)
+            if len(entry) not in (4, 5):
+                raise ResultsError(
+                    "REFERENCE_THROUGHPUT entries must be [target, device_kind, batch, samples/s(, precision)], "
+                    f"got {list(entry)!r}"
+                )
+            entries.append((str(entry[0]), str(entry[1]), int(entry[2]), float(entry[3]), *entry[4:]))
+        object.__setattr__(self, "reference_throughput", tuple(entries))
+        for name in ("perf_lookback", "perf_min_history", "history_acc_runs"):
+            if int(getattr(self, name)) < 1:
+                raise ResultsError(f"RuleConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_cfg(cls, cfg: Any = None, *, use_reference: bool = True) -> RuleConfig:
+        """From VALIDATION.RULES and VALIDATION.REFERENCE of a config (``load_config()`` when None).
+
+        ``use_reference=False`` when the model under test is not the one the reference accuracy belongs to.
+        A reference value <= 0 counts as not configured.
+        """
+        if cfg is None:
+            from ..config import load_config
+
+            cfg = load_config()
+        r = cfg.VALIDATION.RULES
+        ref = cfg.VALIDATION.REFERENCE
+        rank1 = float(ref.RANK1) if use_reference and ref.RANK1 and ref.RANK1 > 0 else None
+        map_ = float(ref.MAP) if use_reference and ref.MAP and ref.MAP > 0 else None
+        return cls(
+            ref_acc_tolerance=float(r.REF_ACC_TOLERANCE),
+            history_acc_drop=float(r.HISTORY_ACC_DROP),
+            history_acc_runs=int(r.HISTORY_ACC_RUNS),
+            batch_invariance=float(r.BATCH_INVARIANCE),
+            perf_z=float(r.PERF_Z),
+            perf_min_change=float(r.PERF_MIN_CHANGE),
+            perf_lookback=int(r.PERF_LOOKBACK),
+            perf_min_history=int(r.PERF_MIN_HISTORY),
+            ref_perf_tolerance=float(r.REF_PERF_TOLERANCE),
+            reference_throughput=tuple(tuple(e) for e in r.REFERENCE_THROUGHPUT),
+            reference_rank1=rank1,
+            reference_map=map_,
+        )
+
+    def reference_for(self, target: str, device_kind: str, batch_size: int, precision: str) -> float | None:
+        """Configured reference throughput of a series, or None."""
+        for entry in self.reference_throughput:
+            t, kind, batch, fps = entry[:4]
+            if (
+                t == target
+                and kind.lower() == device_kind.lower()
+                and batch == batch_size
+                and (len(entry) < 5 or entry[4] == precision)
+            ):
+                return fps
+        return None
+
+    def reference_accuracy(self, metric: str) -> float | None:
+        return {"rank1": self.reference_rank1, "mAP": self.reference_map}.get(metric)
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One rule applied to one value. ``regressed``: True / False, None = no verdict (nothing to compare)."""
+
+    rule: str
+    metric: str
+    observed: float | None
+    baseline: float | None
+    threshold: float | None
+    z: float | None
+    regressed: bool | None
+    history: int
+    detail: str
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if unit == "%":
+        return f"{value:.2f} %"
+    return f"{value:.1f} {unit}" if abs(value) >= 100 else f"{value:.3g} {unit}"
+
+
+def _pct(change: float) -> str:
+    return f"{change * 100:+.1f} %"
+
+
+def zscore_check(
+    metric: str, observed: float, history: Sequence[float], z_threshold: float, min_change: float
+) -> Check:
+    """Conbench-style lookback z-score; regression when z <= -z_threshold and the worse change >= min_change."""
+    spec = metric_spec(metric)
+    n = len(history)
+    if n < 2:
+        raise ResultsError(f"zscore_check needs at least 2 history points, got {n}")
+    mean = statistics.fmean(history)
+    std = statistics.stdev(history)
+    z = None if std == 0 or not math.isfinite(std) else spec.sign * (observed - mean) / std
+    rel = spec.worse_by(observed, mean) / abs(mean) if mean else math.inf
+    # The value at which the rule fires (both conditions met), in the metric's unit.
+    if spec.higher_is_better:
+        threshold = min(mean - z_threshold * std, mean * (1 - min_change))
+    else:
+        threshold = max(mean + z_threshold * std, mean * (1 + min_change))
+    z_bad = z is None or z <= -z_threshold
+    regressed = bool(z_bad and rel >= min_change)
+    z_text = "n/a (constant history)" if z is None else f"{z:.2f}"
+    change = (observed - mean) / mean if mean else 0.0
+    op = "<=" if spec.higher_is_better else ">="
+    detail = (
+        f"{_fmt(observed, spec.unit)} vs mean {_fmt(mean, spec.unit)} of the last {n} good runs "
+        f"({_pct(change)}, std {_fmt(std, spec.unit)}, z {z_text}; alert at {op} {_fmt(threshold, spec.unit)}: "
+        f"z <= -{z_threshold:g} and worse by >= {min_change * 100:g} %)"
+    )
+    return Check("perf_history", metric, observed, mean, threshold, z, regressed, n, detail)
+
+
+def reference_perf_check(metric: str, observed: float, reference: float, tolerance: float, history: int) -> Check:
+    """Regression when ``observed`` is worse than ``reference`` by more than ``tolerance`` (a fraction)."""
+    spec = metric_spec(metric)
+    threshold = reference * (1 - tolerance) if spec.higher_is_better else reference * (1 + tolerance)
+    regressed = observed < threshold if spec.higher_is_better else observed > threshold
+    detail = (
+        f"{_fmt(observed, spec.unit)} vs reference {_fmt(reference, spec.unit)} "
+        f"({_pct((observed - reference) / reference)}; alert beyond {_fmt(threshold, spec.unit)}, "
+        f"tolerance {tolerance * 100:g} %; only {history} prior good run(s))"
+    )
+    return Check("perf_reference", metric, observed, reference, threshold, None, bool(regressed), history, detail)
+
+
+def perf_check(
+    metric: str,
+    observed: float | None,
+    history: Sequence[float],
+    reference: float | None,
+    cfg: RuleConfig,
+    *,
+    reference_observed: float | None = None,
+) -> Check:
+    """The perf verdict of one series: z-score on enough history, else the reference, else no verdict.
+
+    ``history``: values of the prior good runs, newest first (only the first ``cfg.perf_lookback`` are used).
+    ``reference_observed``: the value compared with the reference when that is used (default ``observed``;
+    the card throughput for targets that report one, as the reference figures are per card).
+    """
+    spec = metric_spec(metric)
+    if spec.kind != "perf":
+        raise ResultsError(f"perf_check: {metric!r} is not a perf metric")
+    history = [float(v) for v in history[: cfg.perf_lookback] if v is not None]
+    n = len(history)
+    if observed is None:
+        return Check("perf_none", metric, None, None, None, None, None, n, f"no {metric} measured")
+    if n >= max(cfg.perf_min_history, 2):
+        return zscore_check(metric, observed, history, cfg.perf_z, cfg.perf_min_change)
+    if reference is not None:
+        value = observed if reference_observed is None else reference_observed
+        return reference_perf_check(metric, value, reference, cfg.ref_perf_tolerance, n)
+    return Check(
+        "perf_none",
+        metric,
+        observed,
+        None,
+        None,
+        None,
+        None,
+        n,
+        f"{_fmt(observed, spec.unit)}; no perf verdict: {n} prior good run(s) "
+        f"(< {cfg.perf_min_history}) and no reference configured",
+    )
+
+
+def accuracy_reference_check(metric: str, observed: float, reference: float, tolerance: float) -> Check:
+    """Regression when ``observed`` is more than ``tolerance`` pt below ``reference`` (percent)."""
+    threshold = reference - tolerance
+    regressed = observed < threshold
+    detail = (
+        f"{observed:.2f} % vs reference {reference:.2f} % ({observed - reference:+.2f} pt; "
+        f"alert below {threshold:.2f} %, tolerance {tolerance:g} pt)"
+    )
+    return Check("accuracy_reference", metric, observed, reference, threshold, None, regressed, 0, detail)
+
+
+def accuracy_history_check(metric: str, observed: float, history: Sequence[float], max_drop: float) -> Check:
+    """Regression when ``observed`` is more than ``max_drop`` pt below the median of ``history``."""
+    history = [float(v) for v in history if v is not None]
+    if not history:
+        return Check(
+            "accuracy_history", metric, observed, None, None, None, None, 0, "no earlier good run of this series"
+        )
+    median = statistics.median(history)
+    threshold = median - max_drop
+    regressed = median - observed > max_drop
+    detail = (
+        f"{observed:.2f} % vs median {median:.2f} % of the last {len(history)} good runs "
+        f"({observed - median:+.2f} pt; alert below {threshold:.2f} %, max drop {max_drop:g} pt)"
+    )
+    return Check("accuracy_history", metric, observed, median, threshold, None, regressed, len(history), detail)
+
+
+def batch_invariance_checks(metric: str, by_batch: Mapping[int, float], tolerance: float) -> list[tuple[int, Check]]:
+    """(B, check of |value(B) - value(anchor)| > tolerance pt) for each batch B of one run, anchor = batch 1
+    or the smallest batch present."""
+    if len(by_batch) < 2:
+        return []
+    anchor = 1 if 1 in by_batch else min(by_batch)
+    base = float(by_batch[anchor])
+    out = []
+    for batch in sorted(by_batch):
+        if batch == anchor:
+            continue
+        value = float(by_batch[batch])
+        diff = value - base
+        out.append(
+            (
+                batch,
+                Check(
+                    "batch_invariance",
+                    metric,
+                    value,
+                    base,
+                    tolerance,
+                    None,
+                    abs(diff) > tolerance,
+                    0,
+                    f"batch {batch}: {value:.2f} % vs batch {anchor}: {base:.2f} % ({diff:+.2f} pt; "
+                    f"allowed +-{tolerance:g} pt)",
+                ),
+            )
+        )
+    return out
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c": {}} -> {"a.b": 1} (an empty mapping contributes nothing)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def env_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """{dotted field: [before, after]} of the fields that differ (nested mappings flattened)."""
+    if before is None:
+        return {}
+    a, b = flatten(before), flatten(after)
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}

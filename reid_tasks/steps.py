@@ -1,0 +1,489 @@
+"""The validation steps as plain functions over small JSON-able dicts.
+
+The DAG calls one function per task and passes their return values through XCom; ``pipeline.run`` chains
+the same functions in one process. Each step reads its inputs from files named in the dicts and writes its
+outputs atomically under the run directory, so a retried step neither duplicates rows nor leaves partial
+files::
+
+    ctx = prepare_run(params, run_key=..., trigger=...)
+    export = export_model(ctx);   data = preprocess_data(ctx);   ref = reference_features(ctx, data)
+    for combo in plan_combinations(ctx):                      # one per (target, batch size, precision)
+        art = convert_artifact(ctx, export, **combo)
+        bench = benchmark_artifact(ctx, art, data)
+        evaluations.append(evaluate_artifact(ctx, bench, data, ref))
+    recorded = record_results(ctx, evaluations, export, data)
+    verdict = check_regressions(ctx)
+    finish_run(ctx, "regressed" if verdict["alerts"] else "success")
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import data_dir, load_config, overrides
+from .errors import ConfigError, ReidError
+from .utils import atomic_path, atomic_write_json, log
+
+#: params (DAG trigger form / CLI) -> config keys
+_PARAM_KEYS = {
+    "targets": "VALIDATION.TARGETS",
+    "batch_sizes": "VALIDATION.BATCH_SIZES",
+    "precisions": "VALIDATION.PRECISIONS",
+    "soc_version": "VALIDATION.ASCEND.SOC_VERSION",
+    "device_ids": "VALIDATION.ASCEND.DEVICE_IDS",
+    "reference_rank1": "VALIDATION.REFERENCE.RANK1",
+    "reference_map": "VALIDATION.REFERENCE.MAP",
+    "results_db_url": "VALIDATION.RESULTS_DB_URL",
+    "artifacts_root": "VALIDATION.ARTIFACTS_ROOT",
+    "data_dir": "VALIDATION.DATA_DIR",
+}
+
+
+def safe_name(text: str) -> str:
+    """A file-system-safe version of a run key or id."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "run"
+
+
+def local_run_key() -> str:
+    """A unique run key for runs outside Airflow."""
+    return f"local/{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def _override_pairs(value: Any) -> list[Any]:
+    """config_overrides as a flat KEY VALUE list: accepts ["K V", ...], [K, V, ...] or {K: V}."""
+    if not value:
+        return []
+    if isinstance(value, Mapping):
+        return [x for kv in value.items() for x in kv]
+    if isinstance(value, str):
+        value = [value]
+    out: list[Any] = []
+    for item in value:
+        if isinstance(item, str) and " " in item.strip():
+            key, _, val = item.strip().partition(" ")
+            out += [key, val.strip()]
+        else:
+            out.append(item)
+    if len(out) % 2:
+        raise ConfigError(f"config_overrides must be KEY VALUE pairs, got {value!r}")
+    return out
+
+
+def config_opts(params: Mapping[str, Any]) -> list[Any]:
+    """The KEY VALUE list that turns ``params`` into a config (overrides first, explicit params last)."""
+    opts = _override_pairs(params.get("config_overrides"))
+    if params.get("checkpoint"):
+        opts += ["TEST.WEIGHT", str(params["checkpoint"])]
+    for key, cfg_key in _PARAM_KEYS.items():
+        value = params.get(key)
+        if value not in (None, "", []):
+            opts += [cfg_key, list(value) if isinstance(value, tuple) else value]
+    if params.get("skip_bad"):
+        opts += ["VALIDATION.SKIP_BAD", True]
+    return opts
+
+
+@functools.lru_cache(maxsize=16)
+def _cfg_cached(config_file: str, opts_json: str) -> Any:
+    return load_config(config_file or None, json.loads(opts_json))
+
+
+def cfg_of(ctx: Mapping[str, Any]) -> Any:
+    """The frozen config of a run context."""
+    return _cfg_cached(ctx.get("config_file") or "", json.dumps(ctx.get("opts", [])))
+
+
+def _store(ctx: Mapping[str, Any]) -> Any:
+    from .results import ResultsStore
+
+    return ResultsStore.open(ctx.get("db_url") or None)
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+def prepare_run(
+    params: Mapping[str, Any],
+    *,
+    run_key: str | None = None,
+    trigger: str = "cli",
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    airflow_url: str | None = None,
+) -> dict[str, Any]:
+    """Resolve config, dataset and checkpoint (demo ones when none are given), create the run directory,
+    and record the run as 'running' in the results database. Returns the run context."""
+    from .results import RunInfo, collect_environment
+
+    params = dict(params or {})
+    config_file = params.get("config_file") or ""
+    opts = config_opts(params)
+    cfg = load_config(config_file or None, opts)  # validates everything up front
+    ddir = data_dir(cfg)
+    dataset_root = params.get("dataset_root") or (cfg.DATASETS.ROOT_DIR if params.get("use_config_dataset") else "")
+    demo = {}
+    if not dataset_root or not (params.get("checkpoint") or cfg.TEST.WEIGHT):
+        from .demo import ensure_demo_data
+
+        d = ensure_demo_data(ddir / "demo")
+        demo = {"dataset_root": d.dataset_root, "checkpoint": d.checkpoint}
+        dataset_root = dataset_root or d.dataset_root
+        if not (params.get("checkpoint") or cfg.TEST.WEIGHT):
+            opts += ["TEST.WEIGHT", d.checkpoint]
+            cfg = load_config(config_file or None, opts)
+    run_key = run_key or local_run_key()
+    root = Path(cfg.VALIDATION.ARTIFACTS_ROOT or ddir / "runs").expanduser()
+    run_dir = (root / safe_name(run_key)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    db_url = params.get("db_url") or cfg.VALIDATION.RESULTS_DB_URL or ""
+    ctx = {
+        "run_key": run_key,
+        "trigger": trigger,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "airflow_url": airflow_url,
+        "config_file": config_file,
+        "opts": opts,
+        "checkpoint": str(cfg.TEST.WEIGHT),
+        "trust_checkpoint": bool(params.get("trust_checkpoint", False)),
+        "dataset_root": str(dataset_root),
+        "demo": demo,
+        "targets": list(cfg.VALIDATION.TARGETS),
+        "batch_sizes": [int(b) for b in cfg.VALIDATION.BATCH_SIZES],
+        "precisions": list(cfg.VALIDATION.PRECISIONS),
+        "run_dir": str(run_dir),
+        "cache_dir": str((root / "cache" / safe_name(str(Path(dataset_root).resolve()))[-80:]).resolve()),
+        "db_url": db_url,
+        "notes": str(params.get("notes") or ""),
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+    atomic_write_json(run_dir / "context.json", ctx)
+    store = _store(ctx)
+    store.start_run(
+        RunInfo(
+            run_key=run_key,
+            trigger=trigger,
+            dag_id=dag_id,
+            run_id=run_id,
+            started_at=ctx["started_at"],
+            config_overrides=overrides(cfg),
+            environment=collect_environment(),
+            notes=ctx["notes"],
+            airflow_url=airflow_url,
+        )
+    )
+    log.info("run %s: dir %s, dataset %s, checkpoint %s", run_key, run_dir, dataset_root, cfg.TEST.WEIGHT)
+    return ctx
+
+
+# ------------------------------------------------------------------------------------------------ data + model
+def export_model(ctx: Mapping[str, Any]) -> dict[str, Any]:
+    """Checkpoint -> ONNX in the run directory; the export report as a dict."""
+    from .export import export_onnx
+
+    report = export_onnx(cfg_of(ctx), Path(ctx["run_dir"]) / "onnx" / "ReID.onnx", trust=ctx["trust_checkpoint"])
+    return report.to_dict()
+
+
+def preprocess_data(ctx: Mapping[str, Any]) -> dict[str, Any]:
+    """Dataset -> tensor cache (shared across runs; reused when images and settings are unchanged)."""
+    from .datasets import Market1501
+    from .preprocess import preprocess_dataset
+
+    cfg = cfg_of(ctx)
+    dataset = Market1501(ctx["dataset_root"])
+    cache = preprocess_dataset(
+        dataset, ctx["cache_dir"], cfg, workers=int(cfg.VALIDATION.WORKERS) or None, skip_bad=cfg.VALIDATION.SKIP_BAD
+    )
+    return {
+        "cache_dir": str(cache.dir),
+        "fingerprint": cache.fingerprint,
+        "dataset_fingerprint": dataset.fingerprint(),
+        "num_query": int(cache.num_query),
+        "count": len(cache),
+        "num_gallery": len(cache) - int(cache.num_query),
+        "bad": list(cache.bad),
+    }
+
+
+def reference_features(ctx: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """PyTorch fp32 eager features on the parity sample (the reference every artifact is compared with)."""
+    from .export import reference_features as torch_features
+    from .preprocess import TensorCache
+
+    cfg = cfg_of(ctx)
+    cache = TensorCache.open(data["cache_dir"])
+    n = min(len(cache), int(cfg.VALIDATION.PARITY.SAMPLE))
+    feats = torch_features(cfg, cache.batch(0, n), trust=ctx["trust_checkpoint"])
+    path = Path(ctx["run_dir"]) / "reference" / "pytorch_fp32.npy"
+    _save_npy(path, feats)
+    out: dict[str, Any] = {"path": str(path), "num_images": n, "covers_dataset": n == len(cache)}
+    if n == len(cache):
+        out["metrics"] = _evaluate(cfg, feats, cache).percent()
+    return out
+
+
+def calibration_images(ctx: Mapping[str, Any]) -> np.ndarray:
+    """The first VALIDATION.CALIBRATION.NUM_IMAGES query images, preprocessed (int8 calibration)."""
+    from .datasets import Market1501
+    from .preprocess import preprocess_image
+
+    cfg = cfg_of(ctx)
+    query = Market1501(ctx["dataset_root"]).query[: int(cfg.VALIDATION.CALIBRATION.NUM_IMAGES)]
+    return np.stack([preprocess_image(item.path, cfg) for item in query])
+
+
+# ------------------------------------------------------------------------------------------------ per artifact
+def plan_combinations(ctx: Mapping[str, Any], target: str | None = None) -> list[dict[str, Any]]:
+    """(target, batch_size, precision) combinations of the run; ones a target cannot do are dropped (logged)."""
+    from .targets import get_target
+
+    combos = []
+    for name in [target] if target else ctx["targets"]:
+        if name not in ctx["targets"]:
+            continue
+        supported = get_target(name, cfg_of(ctx)).supported_precisions()
+        for precision in ctx["precisions"]:
+            if precision not in supported:
+                log.warning("plan: %s cannot build %s here (supports %s): not scheduled", name, precision, supported)
+                continue
+            combos += [{"target": name, "batch_size": b, "precision": precision} for b in ctx["batch_sizes"]]
+    return combos
+
+
+def _artifact_dir(ctx: Mapping[str, Any], target: str, batch_size: int, precision: str) -> Path:
+    return Path(ctx["run_dir"]) / "artifacts" / target / f"bs{batch_size}_{precision}"
+
+
+def convert_artifact(
+    ctx: Mapping[str, Any], export: Mapping[str, Any], target: str, batch_size: int, precision: str
+) -> dict[str, Any]:
+    """ONNX -> the target's artifact for one (batch size, precision)."""
+    from .targets import get_target
+
+    t = get_target(target, cfg_of(ctx))
+    calibration = calibration_images(ctx) if precision == "int8" else None
+    art = t.convert(
+        export["onnx_path"], int(batch_size), precision, _artifact_dir(ctx, target, batch_size, precision),
+        calibration=calibration,
+    )
+    return art.to_dict()
+
+
+def benchmark_artifact(ctx: Mapping[str, Any], artifact: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the artifact over the dataset (features + perf) and, if enabled, in pure-inference mode."""
+    from .preprocess import TensorCache
+    from .targets import Artifact, get_target
+
+    cfg = cfg_of(ctx)
+    art = Artifact.from_dict(artifact)
+    t = get_target(art.target, cfg)
+    cache = TensorCache.open(data["cache_dir"])
+    out_dir = _artifact_dir(ctx, art.target, int(art.batch_size or 0), art.precision) / "bench"
+    feats, perf = t.run(art, cache, out_dir)
+    feats_path = out_dir / "features.npy"
+    if not feats_path.is_file():
+        _save_npy(feats_path, feats)
+    pure = t.benchmark_pure(art).to_dict() if cfg.VALIDATION.PURE else None
+    return {
+        "artifact": dict(artifact),
+        "features_path": str(feats_path),
+        "perf": perf.to_dict(),
+        "perf_pure": pure,
+    }
+
+
+def _evaluate(cfg: Any, feats: np.ndarray, cache: Any) -> Any:
+    from .evaluate import evaluate
+
+    nq = int(cache.num_query)
+    return evaluate(
+        feats[:nq], feats[nq:], cache.pids[:nq], cache.pids[nq:], cache.camids[:nq], cache.camids[nq:],
+        feat_norm=cfg.TEST.FEAT_NORM == "yes", rerank=cfg.TEST.RE_RANKING == "yes",
+    )
+
+
+def evaluate_artifact(
+    ctx: Mapping[str, Any], bench: Mapping[str, Any], data: Mapping[str, Any], reference: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Rank-k / mAP / mINP of one artifact's features and their parity with the PyTorch reference."""
+    from .evaluate import cosine_parity
+    from .preprocess import TensorCache
+
+    cfg = cfg_of(ctx)
+    cache = TensorCache.open(data["cache_dir"])
+    feats = np.load(bench["features_path"])
+    if feats.shape != (len(cache), 2048):
+        raise ReidError(f"{bench['features_path']}: features shape {feats.shape}, expected ({len(cache)}, 2048)")
+    metrics = _evaluate(cfg, feats, cache)
+    ref = np.load(reference["path"])
+    parity = cosine_parity(feats[: len(ref)], ref)
+    art = bench["artifact"]
+    precision = art["precision"]
+    reasons = []
+    p = cfg.VALIDATION.PARITY
+    if precision == "fp32":
+        if parity.max_abs_diff > p.FP32_MAX_ABS:
+            reasons.append(f"fp32 max abs diff {parity.max_abs_diff:.3g} > {p.FP32_MAX_ABS:g} vs PyTorch")
+    else:
+        if parity.min_cosine < p.REDUCED_MIN_COSINE:
+            reasons.append(f"{precision} min cosine {parity.min_cosine:.4f} < {p.REDUCED_MIN_COSINE:g} vs PyTorch")
+        ref_metrics = reference.get("metrics")
+        if ref_metrics:
+            got = metrics.percent()
+            for key in ("rank1", "mAP"):
+                drop = ref_metrics[key] - got[key]
+                if drop > p.REDUCED_MAX_METRIC_DROP:
+                    reasons.append(
+                        f"{precision} {key} {got[key]:.2f} is {drop:.2f} pt below fp32 {ref_metrics[key]:.2f}"
+                    )
+    return {
+        "target": art["target"],
+        "batch_size": int(art["batch_size"] or bench["perf"]["batch_size"]),
+        "precision": precision,
+        "metrics": metrics.percent(),
+        "counts": {
+            "valid_queries": int(metrics.num_valid_queries),
+            "gallery_size": int(metrics.num_gallery),
+            "skipped_queries": int(metrics.num_skipped_queries),
+        },
+        "feat_norm": cfg.TEST.FEAT_NORM == "yes",
+        "re_ranking": cfg.TEST.RE_RANKING == "yes",
+        "parity": parity.as_dict(),
+        "flagged": bool(reasons),
+        "flag_reasons": reasons,
+        "perf": bench["perf"],
+        "perf_pure": bench.get("perf_pure"),
+        "artifact_sha256": art.get("sha256"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ results
+def _perf_row(perf: Mapping[str, Any], precision: str) -> Any:
+    from .results import PerfRow
+
+    return PerfRow(
+        target=perf["target"],
+        device_kind=str(perf["device_kind"]),
+        batch_size=int(perf["batch_size"]),
+        precision=perf.get("precision") or precision,
+        mode=perf.get("mode", "real"),
+        throughput_best=float(perf["throughput_best"]),
+        throughput_median=float(perf["throughput_median"]),
+        latency_mean_ms=perf.get("latency_ms_mean"),
+        latency_p50_ms=perf.get("latency_ms_p50"),
+        latency_p90_ms=perf.get("latency_ms_p90"),
+        latency_p99_ms=perf.get("latency_ms_p99"),
+        e2e_throughput=perf.get("e2e_throughput"),
+        card_throughput=perf.get("card_throughput"),
+        samples=int(perf["samples"]),
+        repetitions=int(perf["repeats"]),
+        warmup=int(perf.get("warmup", 0)),
+        device_id=None if perf.get("device_id") is None else str(perf["device_id"]),
+        tool_versions=dict(perf.get("tool_versions") or {}),
+        artifact_sha256=(perf.get("extra") or {}).get("artifact_sha256"),
+    )
+
+
+def record_results(
+    ctx: Mapping[str, Any],
+    evaluations: Sequence[Mapping[str, Any]],
+    export: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Upsert the run (with model/ONNX hashes, dataset fingerprint, environment) and its perf/accuracy rows."""
+    from .results import AccuracyRow, RunInfo, collect_environment
+
+    evaluations = [e for e in evaluations if e]
+    store = _store(ctx)
+    env_extra: dict[str, Any] = {}
+    for e in evaluations:
+        perf = e["perf"]
+        env_extra.setdefault("devices", {})[perf["target"]] = {
+            "device_kind": perf["device_kind"], "device_id": perf.get("device_id"),
+        }
+        for k, v in (perf.get("tool_versions") or {}).items():
+            env_extra.setdefault("tool_versions", {})[f"{perf['target']}:{k}"] = v
+    cfg = cfg_of(ctx)
+    store.start_run(
+        RunInfo(
+            run_key=ctx["run_key"],
+            trigger=ctx["trigger"],
+            dag_id=ctx.get("dag_id"),
+            run_id=ctx.get("run_id"),
+            started_at=ctx["started_at"],
+            model_sha256=(export or {}).get("checkpoint_sha256"),
+            onnx_sha256=(export or {}).get("onnx_sha256"),
+            dataset_fingerprint=dict((data or {}).get("dataset_fingerprint") or {}),
+            config_overrides=overrides(cfg),
+            environment=collect_environment(env_extra),
+            notes=ctx.get("notes", ""),
+            airflow_url=ctx.get("airflow_url"),
+        )
+    )
+    perf_rows = acc_rows = 0
+    for e in evaluations:
+        for perf in (e["perf"], e.get("perf_pure")):
+            if perf:
+                store.record_perf(ctx["run_key"], _perf_row(perf, e["precision"]))
+                perf_rows += 1
+        m, c, p = e["metrics"], e["counts"], e["parity"]
+        store.record_accuracy(
+            ctx["run_key"],
+            AccuracyRow(
+                target=e["target"],
+                batch_size=int(e["batch_size"]),
+                precision=e["precision"],
+                rank1=m["rank1"],
+                rank5=m["rank5"],
+                rank10=m["rank10"],
+                mAP=m["mAP"],
+                mINP=m["mINP"],
+                valid_queries=c["valid_queries"],
+                gallery_size=c["gallery_size"],
+                feat_norm=bool(e["feat_norm"]),
+                re_ranking=bool(e["re_ranking"]),
+                parity_min_cosine=p["min_cosine"],
+                parity_mean_cosine=p["mean_cosine"],
+                parity_max_abs_diff=p["max_abs_diff"],
+                flagged=bool(e["flagged"]),
+                flag_reason="; ".join(e["flag_reasons"]) or None,
+            ),
+        )
+        acc_rows += 1
+    return {"run_key": ctx["run_key"], "perf_rows": perf_rows, "accuracy_rows": acc_rows}
+
+
+def check_regressions(ctx: Mapping[str, Any]) -> dict[str, Any]:
+    """Evaluate the regression rules for the run, store its alerts (replacing earlier ones) and return the
+    verdict; raising is left to the caller (the DAG fails the run after notifying)."""
+    from .results import RuleConfig
+
+    verdict = _store(ctx).evaluate_run(ctx["run_key"], RuleConfig.from_cfg(cfg_of(ctx)))
+    return verdict.to_dict()
+
+
+def finish_run(ctx: Mapping[str, Any], status: str) -> None:
+    """Mark the run finished with ``status`` (success / regressed / failed)."""
+    _store(ctx).finish_run(ctx["run_key"], status)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+
+
+def iter_evaluations(ctx: Mapping[str, Any], combos: Iterable[Mapping[str, Any]], export, data, reference):
+    """Convert -> benchmark -> evaluate for each combination, in process (the local pipeline)."""
+    for combo in combos:
+        art = convert_artifact(ctx, export, combo["target"], combo["batch_size"], combo["precision"])
+        bench = benchmark_artifact(ctx, art, data)
+        yield evaluate_artifact(ctx, bench, data, reference)

@@ -1,0 +1,194 @@
+"""Registry, records, precision vocabulary, plan, cheap imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from reid_tasks.errors import PrecisionNotSupported, TargetError, TargetUnavailable
+from reid_tasks.targets import (
+    Artifact,
+    PerfRecord,
+    Target,
+    UnknownTarget,
+    get_target,
+    plan,
+    plan_with_skips,
+    register_target,
+    target_names,
+)
+from reid_tasks.targets import unregister_target as _unregister
+from reid_tasks.targets.base import cpu_flags
+
+BUILTIN = ["ascend310", "onnxruntime", "openvino", "pytorch", "pytorch-cuda"]
+
+
+def test_builtin_names_and_queues() -> None:
+    assert set(BUILTIN) <= set(target_names())
+    assert target_names() == sorted(target_names())
+    assert get_target("onnxruntime").queue == "default"
+    assert get_target("openvino").queue == "default"
+    assert get_target("pytorch").device_kind == "cpu"
+
+
+def test_unknown_target_lists_valid_names() -> None:
+    with pytest.raises(UnknownTarget) as exc:
+        get_target("tensorrtt")
+    msg = str(exc.value)
+    assert "'tensorrtt'" in msg
+    for name in BUILTIN:
+        assert name in msg
+    assert isinstance(exc.value, TargetError)
+
+
+def test_register_target_and_conflicts() -> None:
+    class Dummy(Target):
+        name = "dummy-x"
+
+        def available(self) -> tuple[bool, str]:
+            return False, "never here"
+
+    register_target("dummy-x", Dummy)
+    try:
+        t = get_target("dummy-x")
+        assert isinstance(t, Dummy) and "dummy-x" in target_names()
+        assert t.describe() == {
+            "name": "dummy-x",
+            "queue": "default",
+            "device_kind": "cpu",
+            "available": False,
+            "reason": "never here",
+            "precisions": [],
+            "all_precisions": ["fp32"],
+        }
+        with pytest.raises(TargetError, match="already registered"):
+            register_target("dummy-x", "some.module:Other")
+        with pytest.raises(TargetUnavailable, match="never here"):
+            t.convert("x.onnx", 1, "fp32", "out")
+    finally:
+        _unregister("dummy-x")
+    register_target("dummy-y", "reid_tasks.no_such_module:Nope")
+    try:
+        with pytest.raises(TargetError, match="cannot load"):
+            get_target("dummy-y")
+    finally:
+        _unregister("dummy-y")
+
+
+def test_records_round_trip() -> None:
+    art = Artifact(
+        target="onnxruntime",
+        path="/a/model.onnx",
+        sha256="ab" * 32,
+        batch_size=16,
+        precision="int8",
+        build_seconds=1.5,
+        command="quantize_static(...)",
+        tool_versions={"onnxruntime": "1.32.0"},
+        build_log="/a/build.log",
+        calibration={"num_images": 64, "split": "query"},
+        extra={"input_shape": [16, 3, 256, 128]},
+    )
+    d = json.loads(json.dumps(art.to_dict()))
+    assert Artifact.from_dict(d) == art
+    perf = PerfRecord(
+        target="onnxruntime",
+        samples=100,
+        batch_size=16,
+        warmup=2,
+        repeats=3,
+        throughput_best=40.0,
+        throughput_median=38.0,
+        latency_ms_mean=400.0,
+        latency_ms_p50=399.0,
+        latency_ms_p90=410.0,
+        latency_ms_p99=420.0,
+        e2e_throughput=35.0,
+        device_kind="cpu",
+        device_id=0,
+        tool_versions={"onnxruntime": "1.32.0"},
+        mode="real",
+        card_throughput=None,
+        precision="fp32",
+        extra={"providers": ["CPUExecutionProvider"]},
+    )
+    assert PerfRecord.from_dict(json.loads(json.dumps(perf.to_dict()))) == perf
+    with pytest.raises(TargetError, match=r"unknown keys \['bogus'\]"):
+        PerfRecord.from_dict({**perf.to_dict(), "bogus": 1})
+    with pytest.raises(TargetError, match="missing keys.*sha256"):
+        Artifact.from_dict({k: v for k, v in art.to_dict().items() if k != "sha256"})
+
+
+def test_unsupported_precision_names_target_and_list(tiny_onnx, tmp_path) -> None:
+    ort = get_target("onnxruntime")
+    with pytest.raises(PrecisionNotSupported) as exc:
+        ort.convert(tiny_onnx, 4, "bf16", tmp_path)
+    assert "'onnxruntime'" in str(exc.value) and "'bf16'" in str(exc.value) and "['fp32', 'int8']" in str(exc.value)
+    with pytest.raises(PrecisionNotSupported, match="vocabulary"):
+        ort.convert(tiny_onnx, 4, "fp64", tmp_path)
+    with pytest.raises(PrecisionNotSupported, match="'openvino'.*'fp16'"):
+        get_target("openvino").convert(tiny_onnx, 4, "fp16", tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_plan_drops_what_a_target_cannot_do() -> None:
+    keep, skipped = plan_with_skips(["onnxruntime", "openvino"], [1, 16], ["fp32", "bf16", "int8"])
+    assert ("onnxruntime", 1, "fp32") in keep and ("onnxruntime", 16, "int8") in keep
+    assert not any(t == "onnxruntime" and p == "bf16" for t, _, p in keep)
+    assert ("onnxruntime", 16, "bf16") in [s[:3] for s in skipped]
+    has_bf16 = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    assert (("openvino", 16, "bf16") in keep) == has_bf16
+    assert plan(["onnxruntime"], [8], ["fp16"]) == []
+    assert len(keep) + len(skipped) == 2 * 2 * 3
+
+
+def test_pytorch_cuda_unavailable_without_gpu(tmp_path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    t = get_target("pytorch-cuda")
+    ok, reason = t.available()
+    assert not ok and "CUDA" in reason
+    assert t.device_kind == "cuda" and t.supported_precisions() == ("fp32", "fp16", "bf16")
+    with pytest.raises(TargetUnavailable, match="pytorch-cuda"):
+        t.convert(tmp_path / "x.onnx", 1, "fp16", tmp_path)
+
+
+_CHEAP = """
+import sys, json
+import reid_tasks.targets as t
+mods = ["reid_tasks.targets.base", "reid_tasks.targets.onnxruntime", "reid_tasks.targets.openvino",
+        "reid_tasks.targets.pytorch", "reid_tasks.targets.parity", "reid_tasks.targets.cli"]
+import importlib, importlib.util
+if importlib.util.find_spec("reid_tasks.targets.ascend"):
+    mods.append("reid_tasks.targets.ascend")
+for m in mods:
+    importlib.import_module(m)
+names = [n for n in t.target_names() if n != "ascend310" or "reid_tasks.targets.ascend" in mods]
+plan = t.plan(names, [1, 16], ["fp32", "fp16", "bf16", "int8"])
+desc = [t.get_target(n).queue for n in names]
+heavy = sorted(m for m in ("torch", "onnxruntime", "openvino", "cv2", "onnx", "nncf") if m in sys.modules)
+print(json.dumps({"heavy": heavy, "n": len(plan)}))
+"""
+
+
+def test_imports_and_plan_stay_cheap() -> None:
+    out = subprocess.run([sys.executable, "-c", _CHEAP], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], result
+    assert result["n"] > 0
+
+
+def test_module_named_onnxruntime_imports_the_real_package() -> None:
+    from reid_tasks.targets import onnxruntime as mine
+    from reid_tasks.targets import openvino as mine_ov
+
+    ort = mine._ort()
+    assert ort is not mine and hasattr(ort, "InferenceSession") and ort.__name__ == "onnxruntime"
+    ov = mine_ov._ov()
+    assert ov is not mine_ov and hasattr(ov, "Core") and ov.__name__ == "openvino"
