@@ -151,11 +151,14 @@ _C.VALIDATION.RULES.PERF_MIN_CHANGE = 0.05  # fraction
 _C.VALIDATION.RULES.PERF_LOOKBACK = 100
 _C.VALIDATION.RULES.PERF_MIN_HISTORY = 5
 _C.VALIDATION.RULES.REF_PERF_TOLERANCE = 0.05
-# (target, device kind, batch size, card throughput in samples/s): the seed's Ascend 310 figures.
+# (target, device kind, batch size, card throughput in samples/s): the seed's Ascend 310 figures, i.e. its
+# measured "Interface throughputRate" x 4 chips. The seed's text has two multiplication slips (bs4:
+# 469.146 x 4 written as 1984.584, bs8: 551.773 x 4 written as 2206.932); the products of its measurements
+# are used, so a run that reproduces the seed's own numbers does not alert.
 _C.VALIDATION.RULES.REFERENCE_THROUGHPUT = [
     ["ascend310", "Ascend310", 1, 1446.188],
-    ["ascend310", "Ascend310", 4, 1984.584],
-    ["ascend310", "Ascend310", 8, 2206.932],
+    ["ascend310", "Ascend310", 4, 1876.584],
+    ["ascend310", "Ascend310", 8, 2207.092],
     ["ascend310", "Ascend310", 16, 2588.56],
     ["ascend310", "Ascend310", 32, 2068.128],
 ]

@@ -14,10 +14,8 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
 from _reid_ascend_double import OmModel, double_batch_ms, dropped_stems, npu_devices
 
 logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="[%(levelname)s] %(message)s")
@@ -71,7 +69,9 @@ def get_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup_count", type=nonnegative, default=1)
     args = p.parse_args(argv)
     if args.output is None and args.output_dirname is not None:
-        logger.error("parameter --output_dirname cann't be used alone. Please use it together with the parameter --output!\n")
+        logger.error(
+            "parameter --output_dirname cann't be used alone. Please use it together with the parameter --output!\n"
+        )
         raise RuntimeError("error bad parameters --output_dirname")
     return args
 
@@ -131,8 +131,10 @@ def main(argv: list[str]) -> int:
         per_batch = model.input_bytes // size
         batches = [files[i : i + per_batch] for i in range(0, len(files), per_batch)]
         batches[-1] = batches[-1] + [PADDING] * (per_batch - len(batches[-1]))
-        logger.info(f"get filesperbatch files0 size:{size} tensor0size:{model.input_bytes} "
-                    f"filesperbatch:{per_batch} runcount:{len(batches)}")
+        logger.info(
+            f"get filesperbatch files0 size:{size} tensor0size:{model.input_bytes} "
+            f"filesperbatch:{per_batch} runcount:{len(batches)}"
+        )
 
     def load(batch: list[str]) -> np.ndarray:
         if batch[0] == "pure_infer_data":
@@ -176,14 +178,22 @@ def main(argv: list[str]) -> int:
     arr = np.asarray(times)
 
     def stats(a: np.ndarray) -> dict:
-        return {"min": float(a.min()), "max": float(a.max()), "mean": float(a.mean()), "median": float(np.median(a)),
-                "percentile(99%)": float(np.percentile(a, 99)), "count": int(a.size)}
+        return {
+            "min": float(a.min()),
+            "max": float(a.max()),
+            "mean": float(a.mean()),
+            "median": float(np.median(a)),
+            "percentile(99%)": float(np.percentile(a, 99)),
+            "count": int(a.size),
+        }
 
     throughput = 1000 * batchsize / float(arr.mean())
     logger.info("-----------------Performance Summary------------------")
     s = stats(arr)
-    logger.info(f"NPU_compute_time (ms): min = {s['min']}, max = {s['max']}, mean = {s['mean']}, "
-                f"median = {s['median']}, percentile(99%) = {s['percentile(99%)']}")
+    logger.info(
+        f"NPU_compute_time (ms): min = {s['min']}, max = {s['max']}, mean = {s['mean']}, "
+        f"median = {s['median']}, percentile(99%) = {s['percentile(99%)']}"
+    )
     logger.info(f"throughput 1000*batchsize.mean({batchsize})/NPU_compute_time.mean({s['mean']}): {throughput}")
     logger.info("------------------------------------------------------")
     if prefix is not None:
