@@ -21,7 +21,7 @@ AREA_MODULES = ("reid_tasks.targets.cli", "reid_tasks.results.cli")
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-file", "--config_file", dest="config_file", default=None, help="yacs yml file")
-    p.add_argument("opts", nargs="*", metavar="KEY VALUE", help='config overrides, e.g. TEST.NECK_FEAT "(\'before\')"')
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides, e.g. TEST.NECK_FEAT \"('before')\"")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -62,8 +62,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     result = pipeline.run(params, run_key=args.run_key)
     if args.format == "json":
-        print(json.dumps({"run_key": result.run_key, "status": result.status, "rows": result.rows,
-                          "batch_invariant": result.batch_invariant, "verdict": result.verdict}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "run_key": result.run_key,
+                    "status": result.status,
+                    "rows": result.rows,
+                    "batch_invariant": result.batch_invariant,
+                    "verdict": result.verdict,
+                },
+                indent=2,
+            )
+        )
     else:
         print(f"run {result.run_key}: {result.status}")
         print(pipeline.format_table(result.rows))
@@ -99,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("export", help="checkpoint -> ONNX (opset 11) with a PyTorch parity check, like ReID_pth2onnx.py")
+    p = sub.add_parser("export", help="checkpoint -> ONNX (opset 11) + parity check, like ReID_pth2onnx.py")
     _add_config_args(p)
     p.add_argument("--output", default="ReID.onnx", help="ONNX file to write (report beside it)")
     p.add_argument("--weights", default="", help="checkpoint (same as TEST.WEIGHT)")

@@ -193,9 +193,7 @@ def get_defaults() -> CN:
     return _C.clone()
 
 
-def load_config(
-    config_file: str | os.PathLike[str] | None = None, opts: Sequence[str] | Iterable[Any] = ()
-) -> CN:
+def load_config(config_file: str | os.PathLike[str] | None = None, opts: Sequence[str] | Iterable[Any] = ()) -> CN:
     """Defaults, then ``config_file`` (yml), then "KEY VALUE" pairs; validated and frozen.
 
     Values in ``opts`` are parsed like yacs' ``merge_from_list`` (``"('before')"`` -> ``'before'``).

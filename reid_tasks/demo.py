@@ -21,9 +21,7 @@ class DemoData:
     checkpoint: str
 
 
-def ensure_demo_data(
-    directory: str | os.PathLike[str], num_ids: int = DEMO_NUM_IDS, seed: int = DEMO_SEED
-) -> DemoData:
+def ensure_demo_data(directory: str | os.PathLike[str], num_ids: int = DEMO_NUM_IDS, seed: int = DEMO_SEED) -> DemoData:
     """Create (or reuse) the synthetic Market-1501 and the demo checkpoint under ``directory``."""
     import torch
 

@@ -49,7 +49,11 @@ __all__ = [
 ]
 
 #: default working-memory budget of one chunk of queries (bytes), dense part
-DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
+DEFAULT_MEMORY_BUDGET = 320 * 1024 * 1024
+#: every query-gallery GEMM is issued with exactly this many query rows (the last tile zero-padded): BLAS
+#: rounding depends on the shape of the call, so a fixed shape makes the distances, hence the metrics,
+#: independent of chunk_size and memory_budget (for a given BLAS build and thread count)
+GEMM_ROWS = 256
 #: candidates (gallery entries ranked at or above a query's last true match) sorted in one go at most
 _MAX_CANDIDATES = 4_000_000
 _NORM_EPS = 1e-12
@@ -181,24 +185,66 @@ def _sq_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
 
-def _distance_block(q: np.ndarray, q2: np.ndarray, g: np.ndarray, g2: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``(||q||^2 + ||g||^2) - 2 q.g`` in float32 into ``out`` (same rounding as torch ``addmm_(1, -2, ...)``)."""
+def _distance_block(
+    q: np.ndarray, q2: np.ndarray, g: np.ndarray, g2: np.ndarray, out: np.ndarray, rows: int | None = None
+) -> np.ndarray:
+    """``(||q||^2 + ||g||^2) - 2 q.g`` in float32 into ``out`` (same rounding as torch ``addmm_(1, -2, ...)``).
+
+    Only the first ``rows`` rows are written (the rest of ``q`` is padding).
+    """
+    rows = q.shape[0] if rows is None else rows
     prod = (q * np.float32(2.0)) @ g.T  # == 2 (q @ g.T) bit for bit: scaling by 2 is exact
-    np.add(q2[:, None], g2[None, :], out=out)
-    np.subtract(out, prod, out=out)
+    np.add(q2[:rows, None], g2[None, :], out=out)
+    np.subtract(out, prod[:rows], out=out)
     return out
 
 
+class _TiledDistance:
+    """Distance rows [r0, r1) from fixed-shape GEMM tiles of GEMM_ROWS query rows."""
+
+    def __init__(self, q: np.ndarray, g: np.ndarray):
+        self.q, self.g = q, g
+        self.q2, self.g2 = _sq_norms(q), _sq_norms(g)
+        self.cache: dict[int, np.ndarray] = {}
+
+    def _tile_into(self, t: int, out: np.ndarray) -> None:
+        a = t * GEMM_ROWS
+        b = min(self.q.shape[0], a + GEMM_ROWS)
+        qt, q2t = self.q[a:b], self.q2[a:b]
+        if b - a < GEMM_ROWS:
+            qt = np.concatenate([qt, np.zeros((GEMM_ROWS - (b - a), qt.shape[1]), dtype=np.float32)])
+            q2t = np.concatenate([q2t, np.zeros(GEMM_ROWS - (b - a), dtype=np.float32)])
+        _distance_block(qt, q2t, self.g, self.g2, out, rows=b - a)
+
+    def __call__(self, r0: int, r1: int) -> np.ndarray:
+        ng = self.g.shape[0]
+        out = np.empty((r1 - r0, ng), dtype=np.float32)
+        aligned = r0 % GEMM_ROWS == 0 and (r1 % GEMM_ROWS == 0 or r1 == self.q.shape[0])
+        for t in range(r0 // GEMM_ROWS, -(-r1 // GEMM_ROWS)):
+            a = t * GEMM_ROWS
+            lo, hi = max(r0, a), min(r1, a + GEMM_ROWS)
+            if aligned:
+                self._tile_into(t, out[lo - r0 : hi - r0])
+                continue
+            if t not in self.cache:  # unaligned chunks (small chunk_size): keep the last tiles
+                if len(self.cache) >= 2:
+                    self.cache.pop(next(iter(self.cache)))
+                tile = np.empty((min(self.q.shape[0], a + GEMM_ROWS) - a, ng), dtype=np.float32)
+                self._tile_into(t, tile)
+                self.cache[t] = tile
+            out[lo - r0 : hi - r0] = self.cache[t][lo - a : hi - a]
+        return out
+
+
 def compute_distance(qf: Any, gf: Any, feat_norm: bool = True) -> np.ndarray:
-    """Full squared-Euclidean distance matrix [num_query, num_gallery] in float32 (small sets only)."""
+    """Full squared-Euclidean distance matrix [num_query, num_gallery] in float32, exactly as evaluate() ranks."""
     q = _as_features(qf, "qf")
     g = _as_features(gf, "gf")
     if q.shape[1] != g.shape[1]:
         raise EvaluationError(f"feature dims differ: qf {q.shape} vs gf {g.shape}")
     if feat_norm:
         q, g = l2_normalize(q), l2_normalize(g)
-    out = np.empty((q.shape[0], g.shape[0]), dtype=np.float32)
-    return _distance_block(q, _sq_norms(q), g, _sq_norms(g), out)
+    return _TiledDistance(q, g)(0, q.shape[0])
 
 
 def cosine_parity(a: Any, b: Any) -> ParityStats:
@@ -286,13 +332,13 @@ class _Ranker:
         inp = np.zeros(nb, dtype=np.float64)
         ties = 0
         mask = dist <= thresh[:, None]
-        if np.count_nonzero(mask) <= _MAX_CANDIDATES:
+        if nb <= self.max_rows() and np.count_nonzero(mask) <= _MAX_CANDIDATES:
             ties += self._rank_rows(0, nb, dist, mask, qp, qc, num_matches, first, ap, inp)
         else:  # split rows so that one sort handles at most _MAX_CANDIDATES candidates (at least one row)
             counts = np.count_nonzero(mask, axis=1)
             s = 0
             while s < nb:
-                csum = np.cumsum(counts[s:])
+                csum = np.cumsum(counts[s : s + self.max_rows()])
                 e = s + max(1, int(np.searchsorted(csum, _MAX_CANDIDATES, side="right")))
                 ties += self._rank_rows(s, e, dist, mask, qp, qc, num_matches, first, ap, inp)
                 s = e
@@ -340,9 +386,13 @@ class _Ranker:
         return tie_rows
 
 
-def _chunk_rows(num_g: int, budget: int, limit: int) -> int:
-    per_row = num_g * (4 + 4 + 4 + 1)  # distance, sum buffer, GEMM product, candidate mask
-    return int(max(1, min(limit, budget // max(per_row, 1), 4096)))
+def _chunk_rows(num_q: int, num_g: int, budget: int) -> int:
+    """Queries per chunk: a multiple of GEMM_ROWS within the budget, ~8 chunks or more when it fits."""
+    # two chunks alive (ranking k, computing k+1): distance + mask, distance + one GEMM tile
+    per_row = num_g * (4 + 1 + 4 + 4)
+    tiles_budget = max(1, budget // max(per_row * GEMM_ROWS, 1))
+    tiles_eighth = max(1, -(-num_q // (8 * GEMM_ROWS)))
+    return GEMM_ROWS * min(tiles_budget, tiles_eighth)
 
 
 def _run_ranking(
@@ -556,11 +606,8 @@ def evaluate(
         threads = 2 if (os.cpu_count() or 1) > 1 else 1
 
     ranker = _Ranker(qp, gp, qc, gc, max_rank)
-    if chunk_size:
-        chunk = int(chunk_size)
-    else:  # what fits the budget, but at least ~8 chunks (>= 256 rows) so the GEMM/ranking overlap pays off
-        chunk = min(_chunk_rows(ng, memory_budget, ranker.max_rows()), max(256, -(-nq // 8)))
-    chunk = min(chunk, ranker.max_rows(), nq)
+    chunk = int(chunk_size) if chunk_size else _chunk_rows(nq, ng, memory_budget)
+    chunk = min(chunk, nq)
 
     if rerank:
         final = re_ranking(q, g, k1=k1, k2=k2, lambda_value=lambda_value)
@@ -568,11 +615,7 @@ def evaluate(
         def make_dist(r0: int, r1: int) -> np.ndarray:
             return final[r0:r1]
     else:
-        q2, g2 = _sq_norms(q), _sq_norms(g)
-
-        def make_dist(r0: int, r1: int) -> np.ndarray:
-            out = np.empty((r1 - r0, ng), dtype=np.float32)
-            return _distance_block(q[r0:r1], q2[r0:r1], g, g2, out)
+        make_dist = _TiledDistance(q, g)
 
     num_matches, first, ap, inp, ties = _run_ranking(nq, chunk, make_dist, ranker, threads)
     valid = num_matches > 0

@@ -162,6 +162,7 @@ def prepare_run(
         "cache_dir": str((root / "cache" / safe_name(str(Path(dataset_root).resolve()))[-80:]).resolve()),
         "db_url": db_url,
         "notes": str(params.get("notes") or ""),
+        "reference_explicit": any(params.get(k) not in (None, "") for k in ("reference_rank1", "reference_map")),
         "started_at": datetime.now(UTC).isoformat(),
     }
     atomic_write_json(run_dir / "context.json", ctx)
@@ -271,7 +272,10 @@ def convert_artifact(
     t = get_target(target, cfg_of(ctx))
     calibration = calibration_images(ctx) if precision == "int8" else None
     art = t.convert(
-        export["onnx_path"], int(batch_size), precision, _artifact_dir(ctx, target, batch_size, precision),
+        export["onnx_path"],
+        int(batch_size),
+        precision,
+        _artifact_dir(ctx, target, batch_size, precision),
         calibration=calibration,
     )
     return art.to_dict()
@@ -305,8 +309,14 @@ def _evaluate(cfg: Any, feats: np.ndarray, cache: Any) -> Any:
 
     nq = int(cache.num_query)
     return evaluate(
-        feats[:nq], feats[nq:], cache.pids[:nq], cache.pids[nq:], cache.camids[:nq], cache.camids[nq:],
-        feat_norm=cfg.TEST.FEAT_NORM == "yes", rerank=cfg.TEST.RE_RANKING == "yes",
+        feats[:nq],
+        feats[nq:],
+        cache.pids[:nq],
+        cache.pids[nq:],
+        cache.camids[:nq],
+        cache.camids[nq:],
+        feat_norm=cfg.TEST.FEAT_NORM == "yes",
+        rerank=cfg.TEST.RE_RANKING == "yes",
     )
 
 
@@ -407,7 +417,8 @@ def record_results(
     for e in evaluations:
         perf = e["perf"]
         env_extra.setdefault("devices", {})[perf["target"]] = {
-            "device_kind": perf["device_kind"], "device_id": perf.get("device_id"),
+            "device_kind": perf["device_kind"],
+            "device_id": perf.get("device_id"),
         }
         for k, v in (perf.get("tool_versions") or {}).items():
             env_extra.setdefault("tool_versions", {})[f"{perf['target']}:{k}"] = v
@@ -461,18 +472,47 @@ def record_results(
     return {"run_key": ctx["run_key"], "perf_rows": perf_rows, "accuracy_rows": acc_rows}
 
 
+#: md5 of the released market_resnet50_model_120_rank1_945.pth, whose published accuracy is the reference
+RELEASED_CHECKPOINT_MD5 = "0811054928b8aa70b6ea64e71ef99aaf"
+
+
+def reference_applies(ctx: Mapping[str, Any]) -> bool:
+    """The published Rank-1/mAP are a valid reference only for the released checkpoint, or when the run's
+    params name reference values explicitly (another checkpoint, its own expected accuracy)."""
+    if ctx.get("reference_explicit"):
+        return True
+    path = Path(ctx.get("checkpoint") or "")
+    if not path.is_file():
+        return False
+    import hashlib
+
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest() == RELEASED_CHECKPOINT_MD5
+
+
 def check_regressions(ctx: Mapping[str, Any]) -> dict[str, Any]:
     """Evaluate the regression rules for the run, store its alerts (replacing earlier ones) and return the
     verdict; raising is left to the caller (the DAG fails the run after notifying)."""
     from .results import RuleConfig
 
-    verdict = _store(ctx).evaluate_run(ctx["run_key"], RuleConfig.from_cfg(cfg_of(ctx)))
-    return verdict.to_dict()
+    use_reference = reference_applies(ctx)
+    verdict = _store(ctx).evaluate_run(ctx["run_key"], RuleConfig.from_cfg(cfg_of(ctx), use_reference=use_reference))
+    out = verdict.to_dict()
+    out["summary"] = verdict.summary_lines()
+    if not use_reference:
+        out["summary"].append(
+            "accuracy vs published reference: not applied (not the released checkpoint, no reference given)"
+        )
+    return out
 
 
-def finish_run(ctx: Mapping[str, Any], status: str) -> None:
-    """Mark the run finished with ``status`` (success / regressed / failed)."""
-    _store(ctx).finish_run(ctx["run_key"], status)
+def finish_run(ctx: Mapping[str, Any], status: str) -> str:
+    """Mark the run finished: ``success`` (stored as ``regressed`` when it has open alerts) or ``failed``.
+    Returns the stored status."""
+    return _store(ctx).finish_run(ctx["run_key"], status)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:

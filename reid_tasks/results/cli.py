@@ -304,14 +304,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from . import migrate
-    from .store import make_engine
-    from .urls import redact, resolve_url
-
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError
 
     from ..errors import ResultsError
+    from . import migrate
+    from .store import make_engine
+    from .urls import redact, resolve_url
 
     url = resolve_url(getattr(args, "db", None), _config(args))
     engine = make_engine(url)

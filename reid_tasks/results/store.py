@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
@@ -60,7 +60,16 @@ T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _RETRIES = 8
-_RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+_RETRY_SQLSTATES = {"40001", "40P01"}
+_ALERT_UPDATE = (
+    "series",
+    "observed",
+    "baseline",
+    "threshold",
+    "z",
+    "message",
+    "env_diff",
+)  # serialization failure, deadlock detected
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,33 +402,31 @@ class ResultsStore:
         A finished run's status becomes 'regressed' with open alerts, 'success' without.
         """
         cfg = rule_config if rule_config is not None else RuleConfig.from_cfg()
-        found = self._read(lambda s: _Evaluation(s, cfg).run(self._run(s, run_key)))
-        verdicts, pending = found
 
-        def write(s: Session) -> tuple[str, list[AlertRecord]]:
+        def write(s: Session) -> tuple[str, list[AlertRecord], list[SeriesVerdict]]:
             run = self._run(s, run_key)
-            keys = []
-            for a in pending:
-                keys.append((a["rule"], a["metric"], a["series_key"]))
-                stmt = self._insert(Alert.__table__).values(run_id=run.id, created_at=utcnow(), **a)
+            verdicts, pending = _Evaluation(s, cfg).run(run)
+            keys = {(a["rule"], a["metric"], a["series_key"]) for a in pending}
+            existing = s.execute(
+                select(Alert.id, Alert.rule, Alert.metric, Alert.series_key).where(Alert.run_pk == run.id)
+            ).all()
+            stale = [row.id for row in existing if (row.rule, row.metric, row.series_key) not in keys]
+            if stale:
+                s.execute(delete(Alert).where(Alert.id.in_(stale)))
+            if pending:
+                now = utcnow()
+                stmt = self._insert(Alert.__table__)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["run_id", "rule", "metric", "series_key"],
-                    set_={
-                        k: stmt.excluded[k]
-                        for k in ("series", "observed", "baseline", "threshold", "z", "message", "env_diff")
-                    },
+                    set_={k: stmt.excluded[k] for k in _ALERT_UPDATE},
                 )
-                s.execute(stmt)
-            stale = delete(Alert).where(Alert.run_pk == run.id)
-            for rule, metric, key in keys:
-                stale = stale.where(~and_(Alert.rule == rule, Alert.metric == metric, Alert.series_key == key))
-            s.execute(stale)
+                s.execute(stmt, [{**a, "run_id": run.id, "created_at": now} for a in pending])
+            stored = s.scalars(select(Alert).where(Alert.run_pk == run.id).order_by(Alert.id)).all()
             if run.status in ("success", "regressed"):
-                run.status = "regressed" if self._open_alert_count(s, run.id) else "success"
-            stored = s.scalars(select(Alert).where(Alert.run_pk == run.id).order_by(Alert.id))
-            return run.status, [_alert_record(a, run_key) for a in stored]
+                run.status = "regressed" if any(a.acknowledged_at is None for a in stored) else "success"
+            return run.status, [_alert_record(a, run_key) for a in stored], verdicts
 
-        status, alerts = self._write(write)
+        status, alerts, verdicts = self._write(write)
         return RunVerdict(run_key=run_key, status=status, alerts=alerts, verdicts=verdicts)
 
     # ------------------------------------------------------------------ alerts

@@ -21,10 +21,14 @@ def test_defaults_are_softmax_triplet_with_center():
 
 def test_seed_command_line_values():
     opts = [
-        "MODEL.PRETRAIN_CHOICE", "('self')",
-        "TEST.WEIGHT", "('market_resnet50_model_120_rank1_945.pth')",
-        "TEST.NECK_FEAT", "('before')",
-        "TEST.FEAT_NORM", "('no')",
+        "MODEL.PRETRAIN_CHOICE",
+        "('self')",
+        "TEST.WEIGHT",
+        "('market_resnet50_model_120_rank1_945.pth')",
+        "TEST.NECK_FEAT",
+        "('before')",
+        "TEST.FEAT_NORM",
+        "('no')",
     ]
     cfg = load_config(DEFAULT_CONFIG_FILE, opts)
     assert cfg.MODEL.PRETRAIN_CHOICE == "self"

@@ -127,6 +127,18 @@ def test_chunking_is_invisible(chunk_size, threads):
     assert_matches_protocol(m, protocol(compute_distance(qf, gf, feat_norm=False), qp, gp, qc, gc))
 
 
+def test_float_distances_do_not_depend_on_chunking():
+    # BLAS rounding depends on the GEMM shape; fixed-shape tiles keep every chunking bit-identical
+    qf, gf, qp, gp, qc, gc = make_data(16, nq=600, ng=500, dim=64)
+    d = compute_distance(qf, gf)
+    base = evaluate(qf, gf, qp, gp, qc, gc)
+    for chunk_size in (1, 7, 255, 256, 257, 600):
+        m = evaluate(qf, gf, qp, gp, qc, gc, chunk_size=chunk_size)
+        assert m.as_dict() == base.as_dict(), chunk_size
+    assert evaluate(qf, gf, qp, gp, qc, gc, memory_budget=1).as_dict() == base.as_dict()
+    assert_matches_protocol(base, protocol(d, qp, gp, qc, gc))
+
+
 def test_candidate_splitting(monkeypatch):
     qf, gf, qp, gp, qc, gc = make_data(6)
     full = evaluate(qf, gf, qp, gp, qc, gc)

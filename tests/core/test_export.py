@@ -41,8 +41,9 @@ def test_dynamic_batch_matches_pytorch(onnx_model: Path, demo_checkpoint: Path):
 
 
 def test_neck_feat_before_and_reuse(tmp_path: Path, demo_checkpoint: Path):
-    cfg = load_config(opts=["TEST.WEIGHT", str(demo_checkpoint), "TEST.NECK_FEAT", "('before')", "TEST.FEAT_NORM",
-                            "('no')"])
+    cfg = load_config(
+        opts=["TEST.WEIGHT", str(demo_checkpoint), "TEST.NECK_FEAT", "('before')", "TEST.FEAT_NORM", "('no')"]
+    )
     r1 = export_onnx(cfg, tmp_path / "ReID.onnx")
     assert r1.neck_feat == "before" and not r1.reused
     assert r1.overrides["TEST.NECK_FEAT"] == "before"
@@ -65,5 +66,5 @@ def test_parity_failure_is_an_error_and_leaves_no_file(tmp_path: Path, demo_chec
 
 
 def test_no_checkpoint():
-    with pytest.raises((ExportError, ConfigError), match="TEST.WEIGHT"):
+    with pytest.raises((ExportError, ConfigError), match=r"TEST\.WEIGHT"):
         export_onnx(load_config(), "/tmp/never.onnx")

@@ -8,9 +8,7 @@ from reid_tasks.errors import CheckpointError
 from reid_tasks.model import build_model, load_checkpoint, read_state_dict
 
 # The released market_resnet50_model_120_rank1_945.pth: every key of the Baseline with bnneck.
-RELEASED_PREFIXES = {"base.conv1", "base.bn1", "bottleneck", "classifier"} | {
-    f"base.layer{i}" for i in range(1, 5)
-}
+RELEASED_PREFIXES = {"base.conv1", "base.bn1", "bottleneck", "classifier"} | {f"base.layer{i}" for i in range(1, 5)}
 
 
 def test_keys_match_released_layout():
@@ -53,8 +51,6 @@ def test_structure_and_outputs():
     s2 = build_model(load_config(opts=["MODEL.LAST_STRIDE", "2"]))
     with torch.no_grad():
         assert s2.base(x).shape == (2, 2048, 8, 4)
-
-
 
 
 def _save(obj, path: Path) -> Path:
@@ -113,5 +109,5 @@ def test_not_a_checkpoint(tmp_path: Path):
     with pytest.raises(CheckpointError, match="not a reid-strong-baseline checkpoint"):
         read_state_dict(_save([1, 2, 3], tmp_path / "list.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a zip")
-    with pytest.raises(CheckpointError, match="junk.pth"):
+    with pytest.raises(CheckpointError, match=r"junk\.pth"):
         read_state_dict(tmp_path / "junk.pth")

@@ -9,10 +9,24 @@ from reid_tasks import cli, pipeline
 def test_run_end_to_end(tmp_path: Path, synthetic_market: Path, demo_checkpoint: Path, capsys):
     db = f"sqlite:///{tmp_path / 'results.sqlite'}"
     argv = [
-        "run", "--dataset-root", str(synthetic_market), "--weights", str(demo_checkpoint),
-        "--batch-sizes", "1", "4", "--db", db, "--format", "json",
-        "VALIDATION.BENCH.REPEATS", "1", "VALIDATION.BENCH.PURE_BATCHES", "2",
-        "VALIDATION.ARTIFACTS_ROOT", str(tmp_path / "runs"),
+        "run",
+        "--dataset-root",
+        str(synthetic_market),
+        "--weights",
+        str(demo_checkpoint),
+        "--batch-sizes",
+        "1",
+        "4",
+        "--db",
+        db,
+        "--format",
+        "json",
+        "VALIDATION.BENCH.REPEATS",
+        "1",
+        "VALIDATION.BENCH.PURE_BATCHES",
+        "2",
+        "VALIDATION.ARTIFACTS_ROOT",
+        str(tmp_path / "runs"),
     ]
     assert cli.main(argv) == 0
     out = json.loads(capsys.readouterr().out)
@@ -20,7 +34,8 @@ def test_run_end_to_end(tmp_path: Path, synthetic_market: Path, demo_checkpoint:
     assert out["batch_invariant"] is True
     rows = out["rows"]
     assert [(r["target"], r["batch_size"], r["precision"]) for r in rows] == [
-        ("onnxruntime", 1, "fp32"), ("onnxruntime", 4, "fp32"),
+        ("onnxruntime", 1, "fp32"),
+        ("onnxruntime", 4, "fp32"),
     ]
     for r in rows:
         assert r["throughput"] > 0 and r["latency_p99"] > 0
@@ -44,16 +59,34 @@ def test_run_end_to_end(tmp_path: Path, synthetic_market: Path, demo_checkpoint:
 
 
 def test_table_format():
-    rows = [{"target": "onnxruntime", "batch_size": 1, "precision": "fp32", "throughput": 12.5, "latency_p99": 80.0,
-             "rank1": 91.0, "rank5": 97.0, "rank10": 98.0, "mAP": 80.1, "mINP": 50.0, "min_cosine": 1.0, "flag": ""}]
+    rows = [
+        {
+            "target": "onnxruntime",
+            "batch_size": 1,
+            "precision": "fp32",
+            "throughput": 12.5,
+            "latency_p99": 80.0,
+            "rank1": 91.0,
+            "rank5": 97.0,
+            "rank10": 98.0,
+            "mAP": 80.1,
+            "mINP": 50.0,
+            "min_cosine": 1.0,
+            "flag": "",
+        }
+    ]
     text = pipeline.format_table(rows)
     assert "img/s" in text.splitlines()[0] and "91.00" in text and "12.5" in text
 
 
 def test_batch_invariance_detects_difference():
     def e(bs, r1):
-        return {"target": "t", "precision": "fp32", "batch_size": bs,
-                "metrics": {"rank1": r1, "rank5": 1, "rank10": 1, "mAP": 1}}
+        return {
+            "target": "t",
+            "precision": "fp32",
+            "batch_size": bs,
+            "metrics": {"rank1": r1, "rank5": 1, "rank10": 1, "mAP": 1},
+        }
 
     assert pipeline.batch_invariance([e(1, 90.0), e(16, 90.05)], 0.1) == []
     problems = pipeline.batch_invariance([e(1, 90.0), e(16, 89.5)], 0.1)

@@ -1,0 +1,117 @@
+"""The results sub-commands, called through a parser built with reid_tasks.results.cli.register."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+
+import pytest
+from results_helpers import acc_row, perf_row, record_run
+
+from reid_tasks.errors import ResultsError
+from reid_tasks.results import ResultsStore
+from reid_tasks.results.cli import register
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reid-validate")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    return parser
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    args = _parser().parse_args(argv)
+    rc = args.func(args)
+    return rc, capsys.readouterr().out
+
+
+@pytest.fixture
+def filled(db_url: str) -> str:
+    with ResultsStore.open(db_url, migrate=True) as store:
+        for i in range(6):
+            record_run(store, f"h{i}", i, [perf_row(1000.0 + i)], [acc_row(94.5)])
+        record_run(store, "bad", 10, [perf_row(850.0, latency_p99_ms=15.95)], [acc_row(94.5)])
+    return db_url
+
+
+def test_results_formats(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out = run(["results", "--db", filled, "--limit", "3"], capsys)
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].split()[:4] == ["run_key", "status", "started_at", "target"]
+    assert lines[1].split()[:2] == ["bad", "regressed"] and "850.00" in lines[1] and len(lines) == 4
+    rc, out = run(["results", "--db", filled, "--format", "csv", "--batch-size", "16"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rc == 0 and len(rows) == 7 and rows[0]["throughput_best"] == "850.0" and rows[0]["rank1"] == "94.5"
+    rc, out = run(["results", "--db", filled, "--format", "json", "--since", "2025-01-06"], capsys)
+    data = json.loads(out)
+    assert [r["run_key"] for r in data] == ["bad", "h5"] and data[0]["open_alerts"] == 1
+    rc, out = run(["results", "--db", filled, "--target", "nothing"], capsys)
+    assert out.strip() == "no results"
+
+
+def test_alerts_ack_and_check(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out = run(["check", "--db", filled, "--run", "bad"], capsys)
+    assert rc == 1 and "[perf_history]" in out and "1 open alert(s)" in out
+    rc, out = run(["check", "--db", filled, "--run", "h5"], capsys)
+    assert rc == 0 and "0 open alert(s)" in out
+    rc, out = run(["alerts", "--db", filled, "--open", "--format", "json"], capsys)
+    alerts = json.loads(out)
+    assert rc == 0 and len(alerts) == 1 and alerts[0]["observed"] == 850.0 and alerts[0]["z"] < -5
+    rc, out = run(["alerts", "ack", str(alerts[0]["id"]), "--db", filled, "--by", "ci"], capsys)
+    assert rc == 0 and "run bad is success" in out
+    rc, out = run(["alerts", "--db", filled, "--open"], capsys)
+    assert out.strip() == "no open alerts"
+    rc, out = run(["alerts", "--db", filled, "--format", "csv"], capsys)
+    assert len(list(csv.DictReader(io.StringIO(out)))) == 1
+    rc, out = run(["check", "--db", filled, "--run", "bad"], capsys)
+    assert rc == 0
+    with pytest.raises(ResultsError, match="unknown run"):
+        run(["check", "--db", filled, "--run", "missing"], capsys)
+
+
+def test_history_plot_and_table(filled: str, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    png = tmp_path / "trend.png"
+    rc, out = run(
+        ["history", "--db", filled, "--metric", "throughput", "--target", "onnxruntime", "--batch-size", "16",
+         "--plot", str(png)],
+        capsys,
+    )  # fmt: skip
+    assert rc == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert "onnxruntime/cpu/bs16/fp32/real throughput (samples/s): 7 point(s)" in out
+    rc, out = run(
+        ["history", "--db", filled, "--metric", "rank1", "--target", "onnxruntime", "--batch-size", "16",
+         "--format", "json"],
+        capsys,
+    )  # fmt: skip
+    data = json.loads(out)
+    assert data["method"] == "accuracy_history" and len(data["points"]) == 7 and data["unit"] == "%"
+
+
+def test_db_commands(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    rc, out = run(["db", "current", "--db", url], capsys)
+    assert rc == 0 and "none (no schema)" in out
+    rc, out = run(["db", "upgrade", "--db", url], capsys)
+    assert "revision 0001 (head)" in out
+    rc, out = run(["db", "downgrade", "base", "--db", url], capsys)
+    assert "none (no schema)" in out
+    with pytest.raises(ResultsError, match="db upgrade nope"):
+        run(["db", "upgrade", "nope", "--db", url], capsys)
+
+
+def test_bad_arguments_are_argparse_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = _parser()
+    for argv in (
+        ["results", "--since", "yesterday"],
+        ["results", "--batch-size", "0"],
+        ["history", "--metric", "fps", "--target", "x", "--batch-size", "1"],
+        ["check"],
+        ["results", "--format", "xml"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(argv)
+        assert exc.value.code == 2, argv
+    capsys.readouterr()

@@ -1,0 +1,259 @@
+"""Store: migrations, upserts, concurrent and killed writers, queries, URL resolution (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from datetime import timedelta
+
+import pytest
+import results_helpers
+from results_helpers import T0, acc_row, perf_row, record_run
+from sqlalchemy import create_engine, inspect, text
+
+from reid_tasks.errors import ResultsError
+from reid_tasks.results import (
+    AccuracyRow,
+    PerfRow,
+    ResultsStore,
+    RunInfo,
+    RunVerdict,
+    collect_environment,
+    normalize_url,
+    resolve_url,
+)
+from reid_tasks.results import migrate as migrate_mod
+from reid_tasks.results.store import make_engine
+
+TABLES = {"validation_runs", "perf_results", "accuracy_results", "alerts"}
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------------- migrations
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    return request.getfixturevalue("empty_pg_url")
+
+
+def test_migrations_up_down_up(empty_url: str) -> None:
+    engine = make_engine(empty_url)
+    try:
+        head = migrate_mod.head_revision()
+        assert migrate_mod.current(engine) is None
+        assert migrate_mod.upgrade(engine) == head
+        assert _tables(empty_url) == TABLES
+        indexes = {ix["name"] for ix in inspect(engine).get_indexes("perf_results")}
+        assert "ix_perf_series" in indexes
+        assert migrate_mod.downgrade(engine, "base") is None
+        assert _tables(empty_url) == set()
+        assert migrate_mod.upgrade(engine, "head") == head
+        assert _tables(empty_url) == TABLES
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_is_migrated_on_first_use(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "sub" / "results.sqlite"
+    with ResultsStore.open(f"sqlite:///{path}") as store:
+        store.start_run(RunInfo(run_key="r1"))
+    assert path.is_file()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == migrate_mod.head_revision()
+
+
+def test_postgres_needs_explicit_upgrade(empty_pg_url: str) -> None:
+    with pytest.raises(ResultsError, match="reid-validate db upgrade"):
+        ResultsStore.open(empty_pg_url)
+    ResultsStore.open(empty_pg_url, migrate=True).close()
+    ResultsStore.open(empty_pg_url).close()  # now at head: opens without migrating
+
+
+def test_unknown_revision_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    ResultsStore.open(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(ResultsError, match="newer version"):
+        ResultsStore.open(url)
+
+
+# ---------------------------------------------------------------------- writing
+def test_rerun_updates_never_duplicates(store: ResultsStore) -> None:
+    key = "reid_validation/manual__1"
+    first = store.start_run(RunInfo(run_key=key, trigger="manual", started_at=T0, notes="first"))
+    store.record_perf(key, perf_row(1000.0))
+    store.record_accuracy(key, acc_row(94.0))
+    store.finish_run(key, "failed")
+    # Airflow retry of the same run: same key.
+    again = store.start_run(RunInfo(run_key=key, trigger="manual", started_at=T0 + timedelta(hours=1), notes="2nd"))
+    assert again == first
+    assert store.get_run(key).status == "running"
+    store.record_perf(key, perf_row(1100.0))
+    store.record_perf(key, perf_row(1200.0, mode="pure"))
+    store.record_accuracy(key, acc_row(94.6))
+    assert store.finish_run(key) == "success"
+    rows = store.results(run_key=key)
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.throughput_best, row.pure_throughput, row.rank1) == (1100.0, 1200.0, 94.6)
+    run = store.get_run(key)
+    assert run.notes == "2nd" and run.started_at == T0 + timedelta(hours=1)
+    with store.engine.connect() as conn:
+        counts = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in sorted(TABLES)]
+        started = conn.execute(text("SELECT DISTINCT run_started_at FROM perf_results")).all()
+    assert counts == [1, 0, 2, 1]  # accuracy, alerts, perf (real + pure), runs
+    assert len(started) == 1  # the denormalised start time followed the update
+
+
+def test_unknown_run_and_bad_status(store: ResultsStore) -> None:
+    with pytest.raises(ResultsError, match="unknown run 'nope'"):
+        store.record_perf("nope", perf_row(1.0))
+    store.start_run(RunInfo(run_key="r"))
+    with pytest.raises(ResultsError, match="status must be one of"):
+        store.finish_run("r", "regressed")
+    with pytest.raises(ResultsError, match="no alert with id"):
+        store.ack(12345)
+
+
+def test_records_validate_and_roundtrip() -> None:
+    info = RunInfo(run_key="d/r", trigger="scheduled", environment=collect_environment({"cann": "5.0.1"}))
+    assert RunInfo.from_dict(info.to_dict()) == info
+    assert info.environment["cann"] == "5.0.1" and "python" in info.environment and "host" in info.environment
+    row = perf_row(10.0, device_id=3)
+    assert row.device_id == "3" and PerfRow.from_dict(row.to_dict()) == row
+    assert AccuracyRow.from_dict(acc_row().to_dict()) == acc_row()
+    with pytest.raises(ResultsError, match="percentage"):
+        acc_row(rank1=0.945 * 1000)
+    with pytest.raises(ResultsError, match="mode"):
+        perf_row(1.0, mode="fast")
+    with pytest.raises(ResultsError, match="unknown fields"):
+        PerfRow.from_dict({**row.to_dict(), "fps": 1})
+    with pytest.raises(ResultsError, match="trigger"):
+        RunInfo(run_key="x", trigger="cron")
+
+
+def test_verdict_roundtrip(store: ResultsStore) -> None:
+    verdict = record_run(store, "r", 0, [perf_row(100.0)], [acc_row(80.0)])
+    assert verdict.alerts
+    assert RunVerdict.from_dict(verdict.to_dict()) == verdict
+
+
+# ---------------------------------------------------------------------- concurrency
+def test_eight_concurrent_writers_lose_nothing(db_url: str) -> None:
+    ResultsStore.open(db_url, migrate=True).close()
+    ctx = multiprocessing.get_context("spawn")
+    n, rows = 8, 6
+    barrier = ctx.Barrier(n)
+    procs = [
+        ctx.Process(target=results_helpers.concurrent_writer, args=(db_url, "run/1", w, rows, barrier))
+        for w in range(n)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(240)
+    assert [proc.exitcode for proc in procs] == [0] * n
+    with ResultsStore.open(db_url) as store, store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM validation_runs")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM perf_results")).scalar() == n * rows + 1
+        assert conn.execute(text("SELECT count(*) FROM accuracy_results")).scalar() == n
+        per_target = dict(conn.execute(text("SELECT target, count(*) FROM perf_results GROUP BY target")).all())
+    assert per_target == {**{f"t{w}": rows for w in range(n)}, "shared": 1}
+
+
+def test_killed_writer_leaves_no_good_run(db_url: str) -> None:
+    with ResultsStore.open(db_url, migrate=True) as store:
+        for i in range(6):
+            record_run(store, f"h{i}", i, [perf_row(1000.0 + i)])
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=results_helpers.killed_writer, args=(db_url, "killed", ready))
+    proc.start()
+    try:
+        assert ready.wait(120), "writer did not reach its open transaction"
+        results_helpers.kill(proc.pid)
+    finally:
+        proc.join(30)
+    assert proc.exitcode is not None and proc.exitcode < 0
+    with ResultsStore.open(db_url) as store:
+        run = store.get_run("killed")
+        assert run.status == "running" and run.notes == ""  # the open transaction was rolled back
+        series = store.series("throughput", "onnxruntime", 16)
+        assert [p.run_key for p in series.points] == [f"h{i}" for i in range(6)]  # 'running' is not shown
+        assert min(p.value for p in series.points) == 1000.0
+        # The database is writable again (no lock left behind), and the killed run is no baseline.
+        verdict = record_run(store, "next", 40, [perf_row(1002.0)])
+        thr = next(v for v in verdict.verdicts if v.metric == "throughput")
+        assert thr.history == 6 and not verdict.alerts
+
+
+# ---------------------------------------------------------------------- queries
+def test_results_filters_and_order(store: ResultsStore) -> None:
+    for i in range(3):
+        record_run(
+            store,
+            f"r{i}",
+            i,
+            [perf_row(100.0 + i, batch_size=1), perf_row(200.0 + i, batch_size=16)],
+            [acc_row(94.5, batch_size=1), acc_row(94.5, batch_size=16), acc_row(95.4, 94.2, re_ranking=True)],
+        )
+    rows = store.results()
+    assert [r.run_key for r in rows] == ["r2", "r2", "r1", "r1", "r0", "r0"]
+    assert rows[0].batch_size == 1 and rows[1].rerank_rank1 == 95.4 and rows[1].rank1 == 94.5
+    assert [r.throughput_best for r in store.results(batch_size=16)] == [202.0, 201.0, 200.0]
+    assert len(store.results(limit=3)) == 3
+    assert [r.run_key for r in store.results(since=T0 + timedelta(days=1))] == ["r2", "r2", "r1", "r1"]
+    assert store.results(target="tensorrt") == []
+
+
+def test_series_points_and_band(store: ResultsStore) -> None:
+    for i in range(6):
+        record_run(store, f"r{i}", i, [perf_row(1000.0 + (i % 2) * 10)], [acc_row(94.5 + (i % 2) * 0.1)])
+    ser = store.series("throughput", "onnxruntime", 16, limit=4)
+    assert [p.run_key for p in ser.points] == ["r2", "r3", "r4", "r5"]
+    assert ser.method == "perf_history" and ser.baseline == pytest.approx(1005.0)
+    lo, hi = ser.band
+    assert lo == ser.threshold < ser.baseline < hi
+    acc = store.series("rank1", "onnxruntime", 16)
+    assert acc.method == "accuracy_history" and acc.threshold == pytest.approx(acc.baseline - 0.3)
+    empty = store.series("throughput", "tensorrt", 16)
+    assert empty.points == [] and empty.baseline is None
+    store.start_run(RunInfo(run_key="gpu", started_at=T0 + timedelta(days=9)))
+    store.record_perf("gpu", perf_row(10.0, device_kind="gpu"))
+    with pytest.raises(ResultsError, match="several device kinds"):
+        store.series("throughput", "onnxruntime", 16)
+
+
+# ---------------------------------------------------------------------- URLs
+def test_url_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from reid_tasks.config import load_config
+
+    monkeypatch.delenv("REID_RESULTS_DB_URL", raising=False)
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_REID_RESULTS_DB", "postgres://a@airflow-host/r")
+    cfg = load_config(opts=["VALIDATION.DATA_DIR", str(tmp_path)])
+    assert resolve_url(cfg=cfg) == f"sqlite:///{tmp_path / 'results.sqlite'}"  # not inside Airflow
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "reid_validation")
+    assert resolve_url(cfg=cfg) == "postgresql+psycopg://a@airflow-host/r"
+    monkeypatch.setenv("REID_RESULTS_DB_URL", "postgresql://env-host/r")
+    assert resolve_url(cfg=cfg) == "postgresql+psycopg://env-host/r"
+    cfg2 = load_config(opts=["VALIDATION.RESULTS_DB_URL", "sqlite:////tmp/cfg.sqlite"])
+    assert resolve_url(cfg=cfg2) == "sqlite:////tmp/cfg.sqlite"
+    assert resolve_url("postgres://x@h/db", cfg=cfg2) == "postgresql+psycopg://x@h/db"
+    assert normalize_url("postgresql+psycopg://x@h/db") == "postgresql+psycopg://x@h/db"
+    with pytest.raises(ResultsError, match="not a database URL"):
+        normalize_url("results.sqlite")
+    with pytest.raises(ResultsError, match="unsupported results database"):
+        make_engine("mysql://x@h/db")
