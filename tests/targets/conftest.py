@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,16 +59,18 @@ def _export_tiny(path: Path) -> Path:
         model.bn1.running_mean.uniform_(-0.2, 0.2)
         model.bn1.running_var.uniform_(0.5, 2.0)
         model.neck.running_var.uniform_(0.5, 2.0)
-    torch.onnx.export(
-        model,
-        torch.zeros(1, 3, H, W),
-        str(path),
-        input_names=["image"],
-        output_names=["class"],
-        dynamic_axes={"image": {0: "batch"}, "class": {0: "batch"}},
-        opset_version=11,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            torch.zeros(1, 3, H, W),
+            str(path),
+            input_names=["image"],
+            output_names=["class"],
+            dynamic_axes={"image": {0: "batch"}, "class": {0: "batch"}},
+            opset_version=11,
+            dynamo=False,
+        )
     return path
 
 
@@ -100,6 +103,18 @@ def ort_reference(onnx_path: Path, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def make_cache() -> type[FakeCache]:
+    """The FakeCache class (tests build caches with their own data)."""
+    return FakeCache
+
+
+@pytest.fixture(scope="session")
+def ort_ref():
+    """ort_reference(onnx_path, x): plain onnxruntime on the dynamic model."""
+    return ort_reference
+
+
+@pytest.fixture(scope="session")
 def real_onnx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real ResNet50 export: the lead's session fixture ``onnx_model`` when present, else exported here."""
     try:
@@ -115,3 +130,15 @@ def real_onnx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     write_demo_checkpoint(ckpt, seed=0)
     cfg = load_config(opts=["TEST.WEIGHT", str(ckpt)])
     return Path(export_onnx(cfg, root / "ReID.onnx").onnx_path)
+
+
+@pytest.fixture(scope="session")
+def small_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A real TensorCache of a small synthetic Market-1501 (query first, then gallery)."""
+    from reid_tasks.config import load_config
+    from reid_tasks.datasets import Market1501, make_synthetic_market1501
+    from reid_tasks.preprocess import preprocess_dataset
+
+    root = tmp_path_factory.mktemp("market")
+    info = make_synthetic_market1501(root, num_ids=4, gallery_per_id=2, num_distractors=2, num_junk=1)
+    return preprocess_dataset(Market1501(info.root), root / "cache", load_config(), workers=1, progress=False)

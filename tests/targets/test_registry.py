@@ -118,7 +118,7 @@ def test_records_round_trip() -> None:
     assert PerfRecord.from_dict(json.loads(json.dumps(perf.to_dict()))) == perf
     with pytest.raises(TargetError, match=r"unknown keys \['bogus'\]"):
         PerfRecord.from_dict({**perf.to_dict(), "bogus": 1})
-    with pytest.raises(TargetError, match="missing keys.*sha256"):
+    with pytest.raises(TargetError, match=r"missing keys.*sha256"):
         Artifact.from_dict({k: v for k, v in art.to_dict().items() if k != "sha256"})
 
 
@@ -129,7 +129,7 @@ def test_unsupported_precision_names_target_and_list(tiny_onnx, tmp_path) -> Non
     assert "'onnxruntime'" in str(exc.value) and "'bf16'" in str(exc.value) and "['fp32', 'int8']" in str(exc.value)
     with pytest.raises(PrecisionNotSupported, match="vocabulary"):
         ort.convert(tiny_onnx, 4, "fp64", tmp_path)
-    with pytest.raises(PrecisionNotSupported, match="'openvino'.*'fp16'"):
+    with pytest.raises(PrecisionNotSupported, match=r"'openvino'.*'fp16'"):
         get_target("openvino").convert(tiny_onnx, 4, "fp16", tmp_path)
     assert not any(tmp_path.iterdir())
 
