@@ -293,6 +293,15 @@ def data_dir(cfg: CN | None = None) -> Path:
     return path.expanduser()
 
 
+def artifacts_root(cfg: CN) -> Path:
+    """Root of per-run artifact directories: VALIDATION.ARTIFACTS_ROOT, $REID_ARTIFACTS_ROOT, <data dir>/runs.
+
+    In a multi-host deployment this must be storage every worker sees.
+    """
+    value = cfg.VALIDATION.ARTIFACTS_ROOT or os.environ.get("REID_ARTIFACTS_ROOT")
+    return Path(value).expanduser() if value else data_dir(cfg) / "runs"
+
+
 def image_size(cfg: CN) -> tuple[int, int]:
     """(height, width) of the model input."""
     h, w = cfg.INPUT.SIZE_TEST

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import data_dir, load_config, overrides
+from .config import artifacts_root, data_dir, load_config, overrides
 from .errors import ConfigError, ReidError
 from .utils import atomic_path, atomic_write_json, log
 
@@ -139,7 +139,7 @@ def prepare_run(
             opts += ["TEST.WEIGHT", d.checkpoint]
             cfg = load_config(config_file or None, opts)
     run_key = run_key or local_run_key()
-    root = Path(cfg.VALIDATION.ARTIFACTS_ROOT or ddir / "runs").expanduser()
+    root = artifacts_root(cfg)
     run_dir = (root / safe_name(run_key)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     db_url = params.get("db_url") or cfg.VALIDATION.RESULTS_DB_URL or ""

@@ -1,0 +1,1 @@
+"""Airflow plugins shipped with reid-validate (registered through the ``airflow.plugins`` entry point)."""

@@ -1,0 +1,8 @@
+"""The /reid results UI and API (FastAPI app, Jinja2 templates, static CSS/JS), free of Airflow imports."""
+
+from __future__ import annotations
+
+from .app import create_app, results_db_url
+from .auth import AirflowAuth, AuthBackend
+
+__all__ = ["AirflowAuth", "AuthBackend", "create_app", "results_db_url"]

@@ -1,0 +1,346 @@
+"""The FastAPI app Airflow mounts at ``/reid``: results table, trend charts, alerts, JSON/CSV API.
+
+``create_app()`` needs no Airflow import (tests build it with a real auth manager, see tests/plugin);
+``plugins/reid_results.py`` wires it into Airflow's plugin system.
+"""
+
+import logging
+import os
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from reid_tasks.errors import ResultsError
+from reid_tasks.results import ResultsStore
+from reid_tasks.results import urls as result_urls
+
+from . import queries
+from .auth import AirflowAuth, AuthBackend, LoginRequired, NotAuthenticated, Principal, authenticate, check_csrf
+from .filters import (
+    DEFAULT_LIMIT,
+    MAX_BATCH,
+    MAX_LIMIT,
+    METRICS,
+    FilterError,
+    ResultFilters,
+    SeriesSelector,
+    parse_when,
+)
+
+log = logging.getLogger(__name__)
+
+HERE = FsPath(__file__).resolve().parent
+MOUNT_PREFIX = "/reid"
+CHART_METRICS = (
+    ("throughput", "Throughput (samples/s)"),
+    ("latency_p99", "Latency p99 (ms)"),
+    ("rank1", "Rank-1 (%)"),
+    ("mAP", "mAP (%)"),
+)
+
+# Query parameter types shared by the pages and the API (FastAPI validates type and range: 422).
+Name = Annotated[str | None, Query(max_length=64)]
+Precision = Annotated[str | None, Query(max_length=16)]
+BatchSize = Annotated[int | None, Query(ge=1, le=MAX_BATCH)]
+When = Annotated[str | None, Query(max_length=40, description="ISO date (2024-05-31) or datetime")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+def results_db_url(explicit: str | None = None) -> str | None:
+    """Explicit URL > ``REID_RESULTS_DB_URL`` > Airflow connection ``reid_results_db`` > None (the store's
+    default: SQLite under the data directory). The api-server is not a task, so the connection is read
+    here through Airflow's secrets backends (environment, metastore)."""
+    if explicit:
+        return explicit
+    if os.environ.get(result_urls.ENV_VAR, "").strip():
+        return None
+    try:
+        from airflow.models.connection import Connection
+
+        conn = Connection.get_connection_from_secrets(result_urls.AIRFLOW_CONN_ID)
+    except Exception as exc:  # not in Airflow, or no such connection: the connection is optional
+        log.debug("no Airflow connection %r: %s", result_urls.AIRFLOW_CONN_ID, exc)
+        return None
+    uri = conn.get_uri()
+    return result_urls.normalize_url(uri) if uri else None
+
+
+class StoreHolder:
+    """One ResultsStore (one connection pool) per app, opened on first use so Airflow starts even when
+    the results database is down; a failed open is retried on the next request."""
+
+    def __init__(self, url: str | None) -> None:
+        self._url = url
+        self._store: ResultsStore | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ResultsStore:
+        with self._lock:
+            if self._store is None:
+                self._store = ResultsStore.open(results_db_url(self._url))
+            return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+
+def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) -> FastAPI:
+    """The /reid app. ``db_url``: results database (None: see ``results_db_url``); ``auth``: defaults to the
+    running Airflow's auth manager."""
+    holder = StoreHolder(db_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        holder.close()
+
+    app = FastAPI(
+        title="ReID validation results",
+        description="Results history of the reid-validate DAG: performance, accuracy, regression alerts.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.auth = auth if auth is not None else AirflowAuth()
+    app.state.store = holder
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    # ------------------------------------------------------------------ dependencies
+    async def api_principal(request: Request) -> Principal:
+        try:
+            return await authenticate(request, request.app.state.auth)
+        except NotAuthenticated as exc:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+
+    async def page_principal(request: Request) -> Principal:
+        try:
+            return await authenticate(request, request.app.state.auth)
+        except NotAuthenticated as exc:
+            raise LoginRequired(request.app.state.auth.login_url(str(request.url))) from exc
+
+    def store() -> ResultsStore:
+        try:
+            return holder.get()
+        except ResultsError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"results database unavailable: {exc}") from exc
+
+    ApiUser = Annotated[Principal, Depends(api_principal)]
+    PageUser = Annotated[Principal, Depends(page_principal)]
+    Store = Annotated[ResultsStore, Depends(store)]
+
+    @app.exception_handler(LoginRequired)
+    async def _login(_request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(exc.login_url, status_code=status.HTTP_302_FOUND)
+
+    @app.exception_handler(FilterError)
+    async def _bad_filter(_request: Request, exc: FilterError) -> Response:
+        return JSONResponse({"detail": exc.detail()}, status_code=422)
+
+    def page_context(request: Request, principal: Principal, **extra: Any) -> dict[str, Any]:
+        root = request.scope.get("root_path", "").rstrip("/")
+        airflow_root = root[: -len(MOUNT_PREFIX)] if root.endswith(MOUNT_PREFIX) else ""
+        return {"root": root, "airflow_root": airflow_root, "user": principal.name, **extra}
+
+    # ------------------------------------------------------------------ pages
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def results_page(
+        request: Request,
+        principal: PageUser,
+        db: Store,
+        target: Name = None,
+        device_kind: Name = None,
+        batch_size: BatchSize = None,
+        precision: Precision = None,
+        since: When = None,
+        until: When = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Response:
+        error = None
+        try:
+            f = ResultFilters.parse(
+                target=target,
+                device_kind=device_kind,
+                batch_size=batch_size,
+                precision=precision,
+                since=since,
+                until=until,
+                limit=limit,
+            )
+            data = queries.results(db, f)
+        except FilterError as exc:
+            error, f, data = str(exc), ResultFilters(), {"results": [], "count": 0, "truncated": False, "filters": {}}
+        choices = queries.series_choices(data["results"])
+        chart = None
+        if f.target and f.batch_size and f.precision:
+            chart = {
+                "target": f.target,
+                "device_kind": f.device_kind,
+                "batch_size": f.batch_size,
+                "precision": f.precision,
+            }
+        elif choices:
+            chart = choices[0]
+        raw = {
+            "target": target,
+            "device_kind": device_kind,
+            "batch_size": batch_size,
+            "precision": precision,
+            "since": since,
+            "until": until,
+        }
+        return templates.TemplateResponse(
+            request,
+            "results.html",
+            page_context(
+                request,
+                principal,
+                data=data,
+                columns=queries.visible_columns(data["results"]),
+                raw=raw,
+                error=error,
+                chart=chart,
+                chart_metrics=CHART_METRICS,
+                choices=choices,
+                csv_query=f.as_query(),
+            ),
+            status_code=422 if error else status.HTTP_200_OK,
+        )
+
+    @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
+    def alerts_page(
+        request: Request, principal: PageUser, db: Store, show: Annotated[str, Query(pattern="^(open|all)$")] = "open"
+    ) -> Response:
+        data = queries.alerts(db, open_only=show == "open", since=None, limit=MAX_LIMIT)
+        auth: AuthBackend = request.app.state.auth
+        dag_perm: dict[str | None, bool] = {}
+        for item in data["alerts"]:
+            dag_id = (item.get("airflow_run") or {}).get("dag_id")
+            if dag_id not in dag_perm:
+                dag_perm[dag_id] = auth.may_edit_runs(principal.user, dag_id)
+            item["can_ack"] = item["open"] and dag_perm[dag_id]
+        return templates.TemplateResponse(
+            request, "alerts.html", page_context(request, principal, data=data, show=show)
+        )
+
+    # ------------------------------------------------------------------ API
+    @app.get("/api/results")
+    def api_results(
+        _user: ApiUser,
+        db: Store,
+        target: Name = None,
+        device_kind: Name = None,
+        batch_size: BatchSize = None,
+        precision: Precision = None,
+        since: When = None,
+        until: When = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> dict[str, Any]:
+        """Result rows, newest first: one per run x (target, device, batch, precision), perf and accuracy."""
+        f = ResultFilters.parse(
+            target=target,
+            device_kind=device_kind,
+            batch_size=batch_size,
+            precision=precision,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        return queries.results(db, f)
+
+    @app.get("/api/results.csv", response_class=Response)
+    def api_results_csv(
+        _user: ApiUser,
+        db: Store,
+        target: Name = None,
+        device_kind: Name = None,
+        batch_size: BatchSize = None,
+        precision: Precision = None,
+        since: When = None,
+        until: When = None,
+        limit: Limit = MAX_LIMIT,
+    ) -> Response:
+        """The same rows as /api/results as CSV (units in the header)."""
+        f = ResultFilters.parse(
+            target=target,
+            device_kind=device_kind,
+            batch_size=batch_size,
+            precision=precision,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        body = queries.results_csv(queries.results(db, f)["results"])
+        return Response(
+            body,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="reid-results.csv"'},
+        )
+
+    @app.get("/api/series")
+    def api_series(
+        _user: ApiUser,
+        db: Store,
+        metric: Annotated[str, Query(description=f"one of {', '.join(METRICS)}")],
+        target: Name = None,
+        batch_size: BatchSize = None,
+        precision: Precision = None,
+        device_kind: Name = None,
+        mode: Annotated[str, Query(max_length=8)] = "real",
+        limit: Annotated[int, Query(ge=2, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """History of one metric of one series with its baseline, alert band and alert markers."""
+        sel = SeriesSelector.parse(
+            metric=metric,
+            target=target,
+            batch_size=batch_size,
+            precision=precision,
+            device_kind=device_kind,
+            mode=mode,
+            limit=limit,
+        )
+        try:
+            return queries.series(db, sel)
+        except ResultsError as exc:  # e.g. several device kinds and none chosen
+            raise FilterError("device_kind", str(exc)) from exc
+
+    @app.get("/api/alerts")
+    def api_alerts(
+        _user: ApiUser,
+        db: Store,
+        open_only: Annotated[bool, Query(alias="open", description="only alerts not acknowledged yet")] = False,
+        since: When = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> dict[str, Any]:
+        """Regression alerts, newest first."""
+        return queries.alerts(db, open_only=open_only, since=parse_when("since", since), limit=limit)
+
+    @app.post("/api/alerts/{alert_id}/ack")
+    def api_ack(
+        request: Request, principal: ApiUser, db: Store, alert_id: Annotated[int, Path(ge=1, le=2**31 - 1)]
+    ) -> dict[str, Any]:
+        """Acknowledge an alert (idempotent). Needs permission to edit runs of the alert's DAG."""
+        check_csrf(request, principal)
+        alert = queries.find_alert(db, alert_id)
+        if alert is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert with id {alert_id}")
+        dag_id = queries.alert_dag_id(db, alert)
+        if not request.app.state.auth.may_edit_runs(principal.user, dag_id):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"user {principal.name!r} may not edit runs of DAG {dag_id or '(any)'}: cannot acknowledge",
+            )
+        record = db.ack(alert_id, by=principal.name)
+        link = queries.run_links(db, [record.run_key], None).get(record.run_key)
+        return {"alert": queries.alert_dict(record, link)}
+
+    return app

@@ -1,0 +1,234 @@
+"""The UI's questions, answered by ``reid_tasks.results.ResultsStore`` (no SQL here).
+
+Every function takes an open store and validated filters (``filters.py``) and returns JSON-able dicts,
+so the pages, the JSON API and the CSV export show the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from reid_tasks.errors import ResultsError
+from reid_tasks.results import AlertRecord, ResultRow, ResultsStore
+
+from .filters import MAX_LIMIT, ResultFilters, SeriesSelector
+
+# Columns of the results table and the CSV export, in order: (field, header, unit).
+RESULT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("started_at", "Started (UTC)", ""),
+    ("run_key", "Run", ""),
+    ("status", "Status", ""),
+    ("trigger", "Trigger", ""),
+    ("target", "Target", ""),
+    ("device_kind", "Device", ""),
+    ("batch_size", "Batch", ""),
+    ("precision", "Precision", ""),
+    ("throughput_best", "Throughput best", "samples/s"),
+    ("throughput_median", "Throughput median", "samples/s"),
+    ("latency_p50_ms", "Latency p50", "ms"),
+    ("latency_p99_ms", "Latency p99", "ms"),
+    ("e2e_throughput", "E2E throughput", "samples/s"),
+    ("card_throughput", "Card throughput", "samples/s"),
+    ("pure_throughput", "Pure throughput", "samples/s"),
+    ("rank1", "Rank-1", "%"),
+    ("rank5", "Rank-5", "%"),
+    ("rank10", "Rank-10", "%"),
+    ("mAP", "mAP", "%"),
+    ("mINP", "mINP", "%"),
+    ("rerank_rank1", "Rank-1 re-ranked", "%"),
+    ("rerank_mAP", "mAP re-ranked", "%"),
+    ("flagged", "Parity flagged", ""),
+    ("open_alerts", "Open alerts", ""),
+)
+
+
+def airflow_run(dag_id: str | None, run_id: str | None) -> dict[str, str] | None:
+    """``{"dag_id", "run_id", "path"}`` of an Airflow DAG run; None for runs outside Airflow.
+
+    ``path`` is relative to Airflow's base URL: ``dags/<dag_id>/runs/<run_id>`` (both quoted).
+    """
+    if not dag_id or not run_id:
+        return None
+    return {"dag_id": dag_id, "run_id": run_id, "path": f"dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"}
+
+
+def run_links(store: ResultsStore, keys: Iterable[str], since: datetime | None) -> dict[str, dict[str, str] | None]:
+    """Airflow run of each results run key, from the stored runs' dag_id / run_id (one query in general)."""
+    wanted = set(keys)
+    links: dict[str, dict[str, str] | None] = {}
+    if not wanted:
+        return links
+    for run in store.runs(since=since, limit=MAX_LIMIT):
+        if run.run_key in wanted:
+            links[run.run_key] = airflow_run(run.dag_id, run.run_id)
+    for key in wanted - links.keys():  # older than the window above
+        try:
+            run = store.get_run(key)
+        except ResultsError:
+            links[key] = None
+            continue
+        links[key] = airflow_run(run.dag_id, run.run_id)
+    return links
+
+
+def _store_accepts(method: Any, name: str) -> bool:
+    return name in inspect.signature(method).parameters
+
+
+def results(store: ResultsStore, f: ResultFilters) -> dict[str, Any]:
+    """Rows (newest first) matching ``f``, each with its Airflow run link.
+
+    ``until`` and ``device_kind`` go to the store when it takes them; otherwise the store is asked for up
+    to MAX_LIMIT rows from ``since`` and they are applied here (``truncated`` says when that window was
+    full, i.e. older matching rows may exist beyond it).
+    """
+    kwargs: dict[str, Any] = {
+        "target": f.target,
+        "batch_size": f.batch_size,
+        "precision": f.precision,
+        "since": f.since,
+    }
+    local: dict[str, Any] = {}
+    for name in ("until", "device_kind"):
+        value = getattr(f, name)
+        if value is None:
+            continue
+        if _store_accepts(store.results, name):
+            kwargs[name] = value
+        else:
+            local[name] = value
+    fetch = MAX_LIMIT if local else f.limit
+    rows: list[ResultRow] = store.results(limit=fetch, **kwargs)
+    window_full = bool(local) and len(rows) >= fetch
+    if "until" in local:
+        rows = [r for r in rows if r.started_at <= local["until"]]
+    if "device_kind" in local:
+        rows = [r for r in rows if r.device_kind == local["device_kind"]]
+    truncated = len(rows) > f.limit or window_full
+    rows = rows[: f.limit]
+    oldest = min((r.started_at for r in rows), default=None)
+    links = run_links(store, (r.run_key for r in rows), oldest)
+    out = []
+    for row in rows:
+        item = row.to_dict()
+        item["airflow_run"] = links.get(row.run_key)
+        out.append(item)
+    return {"filters": f.as_query(), "count": len(out), "truncated": truncated, "results": out}
+
+
+def results_csv(rows: Iterable[dict[str, Any]]) -> str:
+    """CSV of result dicts: the RESULT_COLUMNS (units in the header) plus the Airflow dag and run ids."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow([f"{h} ({u})" if u else h for _, h, u in RESULT_COLUMNS] + ["Airflow DAG", "Airflow run"])
+    for row in rows:
+        run = row.get("airflow_run") or {}
+        values = []
+        for field, _, _ in RESULT_COLUMNS:
+            value = row.get(field)
+            values.append("" if value is None else _csv_safe(value))
+        writer.writerow([*values, _csv_safe(run.get("dag_id", "")), _csv_safe(run.get("run_id", ""))])
+    return buf.getvalue()
+
+
+def _csv_safe(value: Any) -> Any:
+    """Neutralise spreadsheet formula injection in text cells (OWASP: prefix with a quote)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def series(store: ResultsStore, sel: SeriesSelector) -> dict[str, Any]:
+    """One metric's history with baseline, band and the alerts raised on it (chart markers)."""
+    ser = store.series(
+        sel.metric,
+        sel.target,
+        sel.batch_size,
+        precision=sel.precision,
+        device_kind=sel.device_kind,
+        mode=sel.mode,
+        limit=sel.limit,
+    )
+    data = ser.to_dict()
+    markers: list[dict[str, Any]] = []
+    links: dict[str, dict[str, str] | None] = {}
+    if ser.points:
+        since = ser.points[0].started_at
+        keys = {p.run_key for p in ser.points}
+        links = run_links(store, keys, since)
+        markers = [
+            alert_dict(a, links.get(a.run_key))
+            for a in store.alerts(since=since)
+            if a.metric == sel.metric and a.series_key == ser.series_key and a.run_key in keys
+        ]
+    data["alerts"] = markers
+    data["points"] = [{**p, "airflow_run": links.get(p["run_key"])} for p in data["points"]]
+    return data
+
+
+def alert_dict(a: AlertRecord, link: dict[str, str] | None) -> dict[str, Any]:
+    data = a.to_dict()
+    data["open"] = a.open
+    data["airflow_run"] = link
+    return data
+
+
+def alerts(store: ResultsStore, *, open_only: bool, since: datetime | None, limit: int) -> dict[str, Any]:
+    found = store.alerts(open_only=open_only, since=since, limit=limit)
+    links = run_links(store, (a.run_key for a in found), since)
+    items = [alert_dict(a, links.get(a.run_key)) for a in found]
+    return {"count": len(items), "alerts": items}
+
+
+def find_alert(store: ResultsStore, alert_id: int) -> AlertRecord | None:
+    """The alert with this id, or None."""
+    getter = getattr(store, "alert", None) or getattr(store, "get_alert", None)
+    if getter is not None:
+        try:
+            return getter(alert_id)
+        except ResultsError:
+            return None
+    return next((a for a in store.alerts() if a.id == alert_id), None)
+
+
+def alert_dag_id(store: ResultsStore, alert: AlertRecord) -> str | None:
+    """The DAG of the alert's run (authorisation is per DAG); None for runs outside Airflow."""
+    try:
+        run = store.get_run(alert.run_key)
+    except ResultsError:
+        return None
+    return run.dag_id or None
+
+
+def series_choices(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Distinct (target, device, batch, precision) of result rows, the one with the most rows first (the
+    longest history shown by default), then in first-seen (newest) order; ``rows`` counts them."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = (r["target"], r.get("device_kind"), r["batch_size"], r["precision"])
+        entry = seen.setdefault(
+            key, {"target": key[0], "device_kind": key[1], "batch_size": key[2], "precision": key[3], "rows": 0}
+        )
+        entry["rows"] += 1
+    order = list(seen.values())
+    return sorted(order, key=lambda c: (-c["rows"], order.index(c)))
+
+
+IDENTITY_COLUMNS = ("started_at", "run_key", "status", "target", "device_kind", "batch_size", "precision")
+ALWAYS_SHOWN = {*IDENTITY_COLUMNS, "open_alerts"}
+PAGE_HIDDEN = {"trigger"}  # shown inside the run cell on the page
+
+
+def visible_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """RESULT_COLUMNS for the page: without measurement columns empty in every row (the CSV keeps all)."""
+    return [
+        c
+        for c in RESULT_COLUMNS
+        if c[0] not in PAGE_HIDDEN and (c[0] in ALWAYS_SHOWN or any(r.get(c[0]) is not None for r in rows))
+    ]
