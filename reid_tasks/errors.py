@@ -75,3 +75,7 @@ class DeviceBusyError(TargetError):
 
 class ResultsError(ReidError):
     """Results database or regression-rule failure."""
+
+
+class ResultsNotFound(ResultsError):
+    """A run or alert asked for by key or id is not in the results database."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .app import create_app, results_db_url
+from .app import create_app
 from .auth import AirflowAuth, AuthBackend
 
-__all__ = ["AirflowAuth", "AuthBackend", "create_app", "results_db_url"]
+__all__ = ["AirflowAuth", "AuthBackend", "create_app"]

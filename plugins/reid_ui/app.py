@@ -5,7 +5,6 @@
 """
 
 import logging
-import os
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
@@ -16,9 +15,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from reid_tasks.errors import ResultsError
-from reid_tasks.results import ResultsStore
-from reid_tasks.results import urls as result_urls
+from reid_tasks.errors import ResultsError, ResultsNotFound
+from reid_tasks.results import ResultsStore, resolve_url
 
 from . import queries
 from .auth import AirflowAuth, AuthBackend, LoginRequired, NotAuthenticated, Principal, authenticate, check_csrf
@@ -52,28 +50,13 @@ When = Annotated[str | None, Query(max_length=40, description="ISO date (2024-05
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
-def results_db_url(explicit: str | None = None) -> str | None:
-    """Explicit URL > ``REID_RESULTS_DB_URL`` > Airflow connection ``reid_results_db`` > None (the store's
-    default: SQLite under the data directory). The api-server is not a task, so the connection is read
-    here through Airflow's secrets backends (environment, metastore)."""
-    if explicit:
-        return explicit
-    if os.environ.get(result_urls.ENV_VAR, "").strip():
-        return None
-    try:
-        from airflow.models.connection import Connection
-
-        conn = Connection.get_connection_from_secrets(result_urls.AIRFLOW_CONN_ID)
-    except Exception as exc:  # not in Airflow, or no such connection: the connection is optional
-        log.debug("no Airflow connection %r: %s", result_urls.AIRFLOW_CONN_ID, exc)
-        return None
-    uri = conn.get_uri()
-    return result_urls.normalize_url(uri) if uri else None
-
-
 class StoreHolder:
     """One ResultsStore (one connection pool) per app, opened on first use so Airflow starts even when
-    the results database is down; a failed open is retried on the next request."""
+    the results database is down; a failed open is retried on the next request.
+
+    The URL: the explicit one, else ``resolve_url(airflow=True)``: ``$REID_RESULTS_DB_URL`` > the Airflow
+    connection ``reid_results_db`` (the api-server is no task, so it is looked up through Airflow's secrets
+    backends, metastore included) > SQLite under the data directory."""
 
     def __init__(self, url: str | None) -> None:
         self._url = url
@@ -83,7 +66,7 @@ class StoreHolder:
     def get(self) -> ResultsStore:
         with self._lock:
             if self._store is None:
-                self._store = ResultsStore.open(results_db_url(self._url))
+                self._store = ResultsStore.open(resolve_url(self._url, airflow=True))
             return self._store
 
     def close(self) -> None:
@@ -94,7 +77,7 @@ class StoreHolder:
 
 
 def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) -> FastAPI:
-    """The /reid app. ``db_url``: results database (None: see ``results_db_url``); ``auth``: defaults to the
+    """The /reid app. ``db_url``: results database (None: see ``StoreHolder``); ``auth``: defaults to the
     running Airflow's auth manager."""
     holder = StoreHolder(db_url)
 
@@ -145,6 +128,15 @@ def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) ->
     @app.exception_handler(FilterError)
     async def _bad_filter(_request: Request, exc: FilterError) -> Response:
         return JSONResponse({"detail": exc.detail()}, status_code=422)
+
+    @app.exception_handler(ResultsNotFound)
+    async def _not_found(_request: Request, exc: ResultsNotFound) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(ResultsError)
+    async def _db_error(_request: Request, exc: ResultsError) -> Response:
+        log.warning("results database error: %s", exc)
+        return JSONResponse({"detail": f"results database error: {exc}"}, status_code=503)
 
     def page_context(request: Request, principal: Principal, **extra: Any) -> dict[str, Any]:
         root = request.scope.get("root_path", "").rstrip("/")
@@ -224,7 +216,7 @@ def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) ->
         auth: AuthBackend = request.app.state.auth
         dag_perm: dict[str | None, bool] = {}
         for item in data["alerts"]:
-            dag_id = (item.get("airflow_run") or {}).get("dag_id")
+            dag_id = item["dag_id"]
             if dag_id not in dag_perm:
                 dag_perm[dag_id] = auth.may_edit_runs(principal.user, dag_id)
             item["can_ack"] = item["open"] and dag_perm[dag_id]
@@ -330,17 +322,12 @@ def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) ->
     ) -> dict[str, Any]:
         """Acknowledge an alert (idempotent). Needs permission to edit runs of the alert's DAG."""
         check_csrf(request, principal)
-        alert = queries.find_alert(db, alert_id)
-        if alert is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert with id {alert_id}")
-        dag_id = queries.alert_dag_id(db, alert)
+        dag_id = db.alert(alert_id).dag_id  # ResultsNotFound: 404
         if not request.app.state.auth.may_edit_runs(principal.user, dag_id):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
                 f"user {principal.name!r} may not edit runs of DAG {dag_id or '(any)'}: cannot acknowledge",
             )
-        record = db.ack(alert_id, by=principal.name)
-        link = queries.run_links(db, [record.run_key], None).get(record.run_key)
-        return {"alert": queries.alert_dict(record, link)}
+        return {"alert": queries.alert_dict(db.ack(alert_id, by=principal.name))}
 
     return app

@@ -1,23 +1,23 @@
 """The UI's questions, answered by ``reid_tasks.results.ResultsStore`` (no SQL here).
 
 Every function takes an open store and validated filters (``filters.py``) and returns JSON-able dicts,
-so the pages, the JSON API and the CSV export show the same numbers.
+so the pages, the JSON API and the CSV export show the same numbers. The store filters in SQL and puts
+each run's Airflow dag_id / run_id on its rows, points and alerts, so a request costs a fixed number of
+queries whatever the number of rows.
 """
 
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from reid_tasks.errors import ResultsError
-from reid_tasks.results import AlertRecord, ResultRow, ResultsStore
+from reid_tasks.results import AlertRecord, ResultsStore
 
-from .filters import MAX_LIMIT, ResultFilters, SeriesSelector
+from .filters import ResultFilters, SeriesSelector
 
 # Columns of the results table and the CSV export, in order: (field, header, unit).
 RESULT_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -58,66 +58,23 @@ def airflow_run(dag_id: str | None, run_id: str | None) -> dict[str, str] | None
     return {"dag_id": dag_id, "run_id": run_id, "path": f"dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"}
 
 
-def run_links(store: ResultsStore, keys: Iterable[str], since: datetime | None) -> dict[str, dict[str, str] | None]:
-    """Airflow run of each results run key, from the stored runs' dag_id / run_id (one query in general)."""
-    wanted = set(keys)
-    links: dict[str, dict[str, str] | None] = {}
-    if not wanted:
-        return links
-    for run in store.runs(since=since, limit=MAX_LIMIT):
-        if run.run_key in wanted:
-            links[run.run_key] = airflow_run(run.dag_id, run.run_id)
-    for key in wanted - links.keys():  # older than the window above
-        try:
-            run = store.get_run(key)
-        except ResultsError:
-            links[key] = None
-            continue
-        links[key] = airflow_run(run.dag_id, run.run_id)
-    return links
-
-
-def _store_accepts(method: Any, name: str) -> bool:
-    return name in inspect.signature(method).parameters
-
-
 def results(store: ResultsStore, f: ResultFilters) -> dict[str, Any]:
-    """Rows (newest first) matching ``f``, each with its Airflow run link.
-
-    ``until`` and ``device_kind`` go to the store when it takes them; otherwise the store is asked for up
-    to MAX_LIMIT rows from ``since`` and they are applied here (``truncated`` says when that window was
-    full, i.e. older matching rows may exist beyond it).
-    """
-    kwargs: dict[str, Any] = {
-        "target": f.target,
-        "batch_size": f.batch_size,
-        "precision": f.precision,
-        "since": f.since,
-    }
-    local: dict[str, Any] = {}
-    for name in ("until", "device_kind"):
-        value = getattr(f, name)
-        if value is None:
-            continue
-        if _store_accepts(store.results, name):
-            kwargs[name] = value
-        else:
-            local[name] = value
-    fetch = MAX_LIMIT if local else f.limit
-    rows: list[ResultRow] = store.results(limit=fetch, **kwargs)
-    window_full = bool(local) and len(rows) >= fetch
-    if "until" in local:
-        rows = [r for r in rows if r.started_at <= local["until"]]
-    if "device_kind" in local:
-        rows = [r for r in rows if r.device_kind == local["device_kind"]]
-    truncated = len(rows) > f.limit or window_full
-    rows = rows[: f.limit]
-    oldest = min((r.started_at for r in rows), default=None)
-    links = run_links(store, (r.run_key for r in rows), oldest)
+    """Rows (newest first) matching ``f``, each with its Airflow run link; ``truncated``: more rows match
+    than ``f.limit`` (one row more is fetched to tell)."""
+    rows = store.results(
+        target=f.target,
+        device_kind=f.device_kind,
+        batch_size=f.batch_size,
+        precision=f.precision,
+        since=f.since,
+        until=f.until,
+        limit=f.limit + 1,
+    )
+    truncated = len(rows) > f.limit
     out = []
-    for row in rows:
+    for row in rows[: f.limit]:
         item = row.to_dict()
-        item["airflow_run"] = links.get(row.run_key)
+        item["airflow_run"] = airflow_run(row.dag_id, row.run_id)
         out.append(item)
     return {"filters": f.as_query(), "count": len(out), "truncated": truncated, "results": out}
 
@@ -157,53 +114,29 @@ def series(store: ResultsStore, sel: SeriesSelector) -> dict[str, Any]:
     )
     data = ser.to_dict()
     markers: list[dict[str, Any]] = []
-    links: dict[str, dict[str, str] | None] = {}
     if ser.points:
-        since = ser.points[0].started_at
         keys = {p.run_key for p in ser.points}
-        links = run_links(store, keys, since)
         markers = [
-            alert_dict(a, links.get(a.run_key))
-            for a in store.alerts(since=since)
+            alert_dict(a)
+            for a in store.alerts(since=ser.points[0].started_at)
             if a.metric == sel.metric and a.series_key == ser.series_key and a.run_key in keys
         ]
     data["alerts"] = markers
-    data["points"] = [{**p, "airflow_run": links.get(p["run_key"])} for p in data["points"]]
+    data["points"] = [{**p, "airflow_run": airflow_run(p["dag_id"], p["run_id"])} for p in data["points"]]
     return data
 
 
-def alert_dict(a: AlertRecord, link: dict[str, str] | None) -> dict[str, Any]:
+def alert_dict(a: AlertRecord) -> dict[str, Any]:
+    """An alert as JSON, with ``open`` and its Airflow run link."""
     data = a.to_dict()
     data["open"] = a.open
-    data["airflow_run"] = link
+    data["airflow_run"] = airflow_run(a.dag_id, a.run_id)
     return data
 
 
 def alerts(store: ResultsStore, *, open_only: bool, since: datetime | None, limit: int) -> dict[str, Any]:
-    found = store.alerts(open_only=open_only, since=since, limit=limit)
-    links = run_links(store, (a.run_key for a in found), since)
-    items = [alert_dict(a, links.get(a.run_key)) for a in found]
+    items = [alert_dict(a) for a in store.alerts(open_only=open_only, since=since, limit=limit)]
     return {"count": len(items), "alerts": items}
-
-
-def find_alert(store: ResultsStore, alert_id: int) -> AlertRecord | None:
-    """The alert with this id, or None."""
-    getter = getattr(store, "alert", None) or getattr(store, "get_alert", None)
-    if getter is not None:
-        try:
-            return getter(alert_id)
-        except ResultsError:
-            return None
-    return next((a for a in store.alerts() if a.id == alert_id), None)
-
-
-def alert_dag_id(store: ResultsStore, alert: AlertRecord) -> str | None:
-    """The DAG of the alert's run (authorisation is per DAG); None for runs outside Airflow."""
-    try:
-        run = store.get_run(alert.run_key)
-    except ResultsError:
-        return None
-    return run.dag_id or None
 
 
 def series_choices(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

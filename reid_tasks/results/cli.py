@@ -25,7 +25,7 @@ _REL = re.compile(r"^(\d+(?:\.\d+)?)([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_since(text: str) -> datetime:
+def parse_since(text: str, option: str = "--since") -> datetime:
     """'7d', '12h', '30m', '2w' (ago) or an ISO date / datetime (UTC when no offset)."""
     m = _REL.match(text.strip())
     if m:
@@ -34,8 +34,16 @@ def parse_since(text: str) -> datetime:
         return as_utc(datetime.fromisoformat(text.strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--since: expected e.g. 7d, 12h, 2025-01-31 or 2025-01-31T02:00, got {text!r}"
+            f"{option}: expected e.g. 7d, 12h, 2025-01-31 or 2025-01-31T02:00, got {text!r}"
         ) from None
+
+
+def parse_until(text: str) -> datetime:
+    """As parse_since; a bare date (2025-01-31) means up to the end of that day."""
+    moment = parse_since(text, "--until")
+    if len(text.strip()) == 10 and not _REL.match(text.strip()):
+        moment += timedelta(days=1, microseconds=-1)
+    return moment
 
 
 def _positive_int(text: str) -> int:
@@ -69,7 +77,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--target")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--precision")
+    p.add_argument("--device-kind", help="only rows measured on this device kind (cpu, cuda, ascend310, ...)")
     p.add_argument("--since", type=parse_since, help="7d, 12h, or an ISO date")
+    p.add_argument("--until", type=parse_until, help="runs started up to then: 1d, or an ISO date (inclusive)")
     p.add_argument("--run", help="one run key")
     p.add_argument("--limit", type=_positive_int, default=50)
     _add_format(p)
@@ -217,6 +227,8 @@ def cmd_results(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             precision=args.precision,
             since=args.since,
+            until=args.until,
+            device_kind=args.device_kind,
             run_key=args.run,
             limit=args.limit,
         )

@@ -209,7 +209,10 @@ class AccuracyRow(_Record):
 
 @dataclasses.dataclass(frozen=True)
 class AlertRecord(_Record):
-    """A stored regression alert. ``env_diff``: {field: [value in last good run, value now]}."""
+    """A stored regression alert. ``env_diff``: {field: [value in last good run, value now]}.
+
+    ``dag_id`` / ``run_id``: the Airflow DAG run of the alert's run (None for runs outside Airflow).
+    """
 
     id: int
     run_key: str
@@ -226,6 +229,8 @@ class AlertRecord(_Record):
     created_at: datetime
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
+    dag_id: str | None = None
+    run_id: str | None = None
 
     @property
     def open(self) -> bool:
@@ -280,6 +285,7 @@ class ResultRow(_Record):
 
     Perf columns come from the 'real' mode row (``pure_throughput`` from the 'pure' one); accuracy from the
     row without re-ranking (``rerank_rank1`` / ``rerank_mAP`` from the re-ranked one). Accuracy in percent.
+    ``dag_id`` / ``run_id``: the run's Airflow DAG run (None for runs outside Airflow).
     """
 
     run_key: str
@@ -306,15 +312,21 @@ class ResultRow(_Record):
     rerank_mAP: float | None = None
     flagged: bool | None = None
     open_alerts: int = 0
+    dag_id: str | None = None
+    run_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class SeriesPoint(_Record):
+    """One run's value of a series; ``good``: the run is a baseline. ``dag_id`` / ``run_id`` as in ResultRow."""
+
     run_key: str
     started_at: datetime
     value: float
     status: str
     good: bool
+    dag_id: str | None = None
+    run_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ import logging
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from ..errors import ResultsError
+from ..errors import ResultsError, ResultsNotFound
 from . import migrate as _migrate
 from . import rules
 from .models import AccuracyResult, Alert, PerfResult, ValidationRun
@@ -247,7 +247,7 @@ class ResultsStore:
     def _run(session: Session, run_key: str) -> ValidationRun:
         run = session.scalar(select(ValidationRun).where(ValidationRun.run_key == run_key))
         if run is None:
-            raise ResultsError(f"unknown run {run_key!r} in the results database (start_run records it)")
+            raise ResultsNotFound(f"unknown run {run_key!r} in the results database (start_run records it)")
         return run
 
     # ------------------------------------------------------------------ writing
@@ -424,7 +424,7 @@ class ResultsStore:
             stored = s.scalars(select(Alert).where(Alert.run_pk == run.id).order_by(Alert.id)).all()
             if run.status in ("success", "regressed"):
                 run.status = "regressed" if any(a.acknowledged_at is None for a in stored) else "success"
-            return run.status, [_alert_record(a, run_key) for a in stored], verdicts
+            return run.status, [_alert_record(a, run) for a in stored], verdicts
 
         status, alerts, verdicts = self._write(write)
         return RunVerdict(run_key=run_key, status=status, alerts=alerts, verdicts=verdicts)
@@ -437,11 +437,11 @@ class ResultsStore:
         run_key: str | None = None,
         limit: int | None = None,
     ) -> list[AlertRecord]:
-        """Alerts, newest first."""
+        """Alerts, newest first, each with its run's key and Airflow dag_id / run_id (one query)."""
 
         def read(s: Session) -> list[AlertRecord]:
             q = (
-                select(Alert, ValidationRun.run_key)
+                select(Alert, *_RUN_REF)
                 .join(ValidationRun, Alert.run_pk == ValidationRun.id)
                 .order_by(Alert.created_at.desc(), Alert.id.desc())
             )
@@ -454,7 +454,23 @@ class ResultsStore:
                 q = q.where(ValidationRun.run_key == run_key)
             if limit is not None:
                 q = q.limit(limit)
-            return [_alert_record(a, key) for a, key in s.execute(q)]
+            return [_alert_record(a, ref) for a, *ref in s.execute(q)]
+
+        return self._read(read)
+
+    def alert(self, alert_id: int) -> AlertRecord:
+        """One alert by id, with its run's key and Airflow dag_id / run_id; ResultsNotFound when absent."""
+
+        def read(s: Session) -> AlertRecord:
+            found = s.execute(
+                select(Alert, *_RUN_REF)
+                .join(ValidationRun, Alert.run_pk == ValidationRun.id)
+                .where(Alert.id == int(alert_id))
+            ).first()
+            if found is None:
+                raise ResultsNotFound(f"no alert with id {alert_id} in the results database")
+            a, *ref = found
+            return _alert_record(a, ref)
 
         return self._read(read)
 
@@ -465,7 +481,7 @@ class ResultsStore:
         def write(s: Session) -> AlertRecord:
             alert = s.get(Alert, int(alert_id))
             if alert is None:
-                raise ResultsError(f"no alert with id {alert_id} in the results database")
+                raise ResultsNotFound(f"no alert with id {alert_id} in the results database")
             if alert.acknowledged_at is None:
                 alert.acknowledged_at = utcnow()
                 alert.acknowledged_by = by
@@ -474,7 +490,7 @@ class ResultsStore:
             assert run is not None  # foreign key
             if run.status == "regressed" and not self._open_alert_count(s, run.id):
                 run.status = "success"
-            return _alert_record(alert, run.run_key)
+            return _alert_record(alert, run)
 
         return self._write(write)
 
@@ -486,11 +502,20 @@ class ResultsStore:
         batch_size: int | None = None,
         precision: str | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
+        device_kind: str | None = None,
         run_key: str | None = None,
         limit: int = 100,
     ) -> list[ResultRow]:
         """One row per run x (target, device kind, batch, precision), perf and accuracy side by side,
-        newest run first, at most ``limit`` rows."""
+        newest run first, at most ``limit`` rows.
+
+        Every filter is applied in SQL (bound parameters): ``since`` <= run start <= ``until`` (both
+        inclusive); ``device_kind`` keeps the rows measured on that device kind, i.e. runs with accuracy
+        but no perf row of that kind are left out. Four queries whatever the number of rows.
+        """
+        if limit < 1:
+            raise ResultsError(f"results: limit must be >= 1, got {limit!r}")
 
         def filt(model: Any) -> list[Any]:
             conds = []
@@ -500,19 +525,25 @@ class ResultsStore:
                 conds.append(model.batch_size == int(batch_size))
             if precision is not None:
                 conds.append(model.precision == precision)
+            if device_kind is not None and model is PerfResult:
+                conds.append(PerfResult.device_kind == device_kind)
             return conds
 
         def read(s: Session) -> list[ResultRow]:
             runs_q = select(ValidationRun).order_by(ValidationRun.started_at.desc(), ValidationRun.id.desc())
             if since is not None:
                 runs_q = runs_q.where(ValidationRun.started_at >= as_utc(since))
+            if until is not None:
+                runs_q = runs_q.where(ValidationRun.started_at <= as_utc(until))
             if run_key is not None:
                 runs_q = runs_q.where(ValidationRun.run_key == run_key)
             has_rows = select(PerfResult.id).where(PerfResult.run_pk == ValidationRun.id, *filt(PerfResult)).exists()
-            has_acc = (
-                select(AccuracyResult.id).where(AccuracyResult.run_pk == ValidationRun.id, *filt(AccuracyResult))
-            ).exists()
-            runs = list(s.scalars(runs_q.where(has_rows | has_acc).limit(limit)))
+            if device_kind is None:
+                has_acc = (
+                    select(AccuracyResult.id).where(AccuracyResult.run_pk == ValidationRun.id, *filt(AccuracyResult))
+                ).exists()
+                has_rows = has_rows | has_acc
+            runs = list(s.scalars(runs_q.where(has_rows).limit(limit)))
             if not runs:
                 return []
             ids = [r.id for r in runs]
@@ -525,7 +556,10 @@ class ResultsStore:
                     .group_by(Alert.run_pk)
                 ).all()
             )
-            return _merge_rows(runs, perf, acc, open_alerts)[:limit]
+            rows = _merge_rows(runs, perf, acc, open_alerts)
+            if device_kind is not None:  # accuracy rows without a perf row of that kind
+                rows = [r for r in rows if r.device_kind == device_kind]
+            return rows[:limit]
 
         return self._read(read)
 
@@ -573,7 +607,14 @@ class ResultsStore:
                 ]
                 lookback = cfg.history_acc_runs
             base_q = (
-                select(ValidationRun.run_key, model.run_started_at, column, ValidationRun.status)
+                select(
+                    ValidationRun.run_key,
+                    model.run_started_at,
+                    column,
+                    ValidationRun.status,
+                    ValidationRun.dag_id,
+                    ValidationRun.run_id,
+                )
                 .join(ValidationRun, model.run_pk == ValidationRun.id)
                 .where(*conds, column.is_not(None))
                 .order_by(model.run_started_at.desc())
@@ -590,8 +631,10 @@ class ResultsStore:
                 )
             ]
             points = [
-                SeriesPoint(run_key=k, started_at=t, value=float(v), status=st, good=st == "success")
-                for k, t, v, st in reversed(shown)
+                SeriesPoint(
+                    run_key=k, started_at=t, value=float(v), status=st, good=st == "success", dag_id=d, run_id=r
+                )
+                for k, t, v, st, d, r in reversed(shown)
             ]
             ref = (
                 cfg.reference_for(target, ser.get("device_kind", ""), batch_size, precision)
@@ -642,7 +685,13 @@ def _run_record(run: ValidationRun) -> RunRecord:
     )
 
 
-def _alert_record(a: Alert, run_key: str) -> AlertRecord:
+# The run columns an alert record carries (selected beside the Alert entity).
+_RUN_REF = (ValidationRun.run_key, ValidationRun.dag_id, ValidationRun.run_id)
+
+
+def _alert_record(a: Alert, run: ValidationRun | Sequence[Any]) -> AlertRecord:
+    """``run``: the alert's ValidationRun, or its (run_key, dag_id, run_id) as selected by _RUN_REF."""
+    run_key, dag_id, run_id = (run.run_key, run.dag_id, run.run_id) if isinstance(run, ValidationRun) else tuple(run)
     return AlertRecord(
         id=a.id,
         run_key=run_key,
@@ -659,6 +708,8 @@ def _alert_record(a: Alert, run_key: str) -> AlertRecord:
         created_at=a.created_at,
         acknowledged_at=a.acknowledged_at,
         acknowledged_by=a.acknowledged_by,
+        dag_id=dag_id,
+        run_id=run_id,
     )
 
 
@@ -947,6 +998,8 @@ def _merge_rows(
                 batch_size=batch,
                 precision=precision,
                 open_alerts=open_alerts.get(run_pk, 0),
+                dag_id=run.dag_id,
+                run_id=run.run_id,
                 **cell,
             )
         )

@@ -163,6 +163,38 @@ def test_result_filters(client, tokens, params, expected):
             assert {row[key] for row in rows} <= {params[key]}
 
 
+def test_device_kind_and_until_are_filtered_by_the_store(client, tokens, monkeypatch):
+    """The filters reach ResultsStore.results (SQL), which is asked for one row more than shown."""
+    from reid_tasks.results import ResultsStore
+
+    calls = []
+    original = ResultsStore.results
+
+    def spy(self, **kwargs):
+        calls.append(kwargs)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(ResultsStore, "results", spy)
+    params = {"device_kind": "cpu", "until": "2026-11-03", "limit": 3}
+    data = client.get("/reid/api/results", params=params, headers=bearer(tokens["viewer"])).json()
+    assert calls == [
+        {
+            "target": None,
+            "device_kind": "cpu",
+            "batch_size": None,
+            "precision": None,
+            "since": None,
+            "until": datetime(2026, 11, 3, 23, 59, 59, 999999, tzinfo=UTC),
+            "limit": 4,
+        }
+    ]
+    assert data["count"] == 3 and data["truncated"] is True
+    assert [r["started_at"][:10] for r in data["results"]] == ["2026-11-03", "2026-11-03", "2026-11-02"]
+    assert data["filters"] == {"device_kind": "cpu", "until": "2026-11-03T23:59:59.999999+00:00", "limit": "3"}
+    whole = client.get("/reid/api/results", params={"until": "2026-11-03"}, headers=bearer(tokens["viewer"])).json()
+    assert whole["count"] == 6 and whole["truncated"] is False
+
+
 @pytest.mark.parametrize(
     ("params", "field", "reason"),
     [
@@ -297,6 +329,90 @@ def test_cookie_ack_needs_the_csrf_header(rw_client, tokens, results_db):
 @pytest.mark.parametrize(("alert_id", "code"), [(999999, 404), (0, 422), ("abc", 422)])
 def test_ack_unknown_or_bad_id(rw_client, tokens, alert_id, code):
     assert rw_client.post(f"/reid/api/alerts/{alert_id}/ack", headers=bearer(tokens["editor"])).status_code == code
+
+
+# ---------------------------------------------------------------------------------------------- queries
+@pytest.fixture
+def counted(auth_manager, seeded_db):
+    """(client, selects): the app over the seeded database, and the SELECTs its store sends."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event
+
+    from plugins.reid_ui import create_app
+
+    inner = create_app(db_url=seeded_db["url"])
+    parent = FastAPI()
+    parent.mount("/reid", inner)
+    selects: list[str] = []
+
+    def on_execute(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    with TestClient(parent, follow_redirects=False) as c:
+        engine = inner.state.store.get().engine
+        event.listen(engine, "before_cursor_execute", on_execute)
+        yield c, selects
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+
+@pytest.mark.parametrize(
+    ("path", "bound"),
+    [
+        ("/reid/api/results", 4),  # runs, perf, accuracy, open alert counts
+        ("/reid/api/results.csv", 4),
+        ("/reid/", 4),
+        ("/reid/api/alerts", 1),
+        ("/reid/alerts", 1),
+        ("/reid/api/series?metric=throughput&target=onnxruntime&batch_size=16&precision=fp32", 4),
+    ],
+)
+def test_a_request_costs_a_fixed_number_of_queries(counted, tokens, seeded_db, path, bound):
+    """No query per row (e.g. one per run for its Airflow link): 1 row or all of them, same count."""
+    c, selects = counted
+    sep = "&" if "?" in path else "?"
+    per_limit = {}
+    for limit in (2, 1000):
+        selects.clear()
+        r = c.get(f"{path}{sep}limit={limit}", headers=bearer(tokens["viewer"]))
+        assert r.status_code == 200, r.text
+        per_limit[limit] = len(selects)
+    assert per_limit[2] == per_limit[1000] <= bound, per_limit
+
+
+def test_ack_costs_a_fixed_number_of_queries(rw_client, tokens, results_db):
+    from sqlalchemy import event
+
+    rw_client.get("/reid/api/alerts", headers=bearer(tokens["viewer"]))  # opens the store
+    mounted_app = next(r.app for r in rw_client.app.routes if getattr(r, "path", "") == "/reid")
+    engine = mounted_app.state.store.get().engine
+    selects: list[str] = []
+
+    def on_execute(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        r = rw_client.post(f"/reid/api/alerts/{results_db['alerts'][0].id}/ack", headers=bearer(tokens["editor"]))
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+    assert r.status_code == 200
+    assert r.json()["alert"]["airflow_run"]["run_id"] == run_id(NIGHTS - 1)
+    assert len(selects) <= 4, selects  # the alert with its run; the ack (alert, run, open alerts left)
+
+
+def test_database_error_is_503(rw_client, tokens, results_db):
+    import sqlite3
+
+    rw_client.get("/reid/api/alerts", headers=bearer(tokens["viewer"]))
+    path = results_db["url"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE alerts RENAME TO alerts_gone")
+    r = rw_client.get("/reid/api/alerts", headers=bearer(tokens["viewer"]))
+    assert r.status_code == 503 and "results database error" in r.json()["detail"]
+    assert rw_client.post("/reid/api/alerts/1/ack", headers=bearer(tokens["editor"])).status_code == 503
 
 
 # ---------------------------------------------------------------------------------------------- pages

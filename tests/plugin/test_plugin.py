@@ -59,17 +59,62 @@ def test_setup_cfg_registers_the_entry_point():
     assert entry == "reid_results = plugins.reid_results:ReidResultsPlugin"
 
 
-def test_results_db_url_order(monkeypatch):
-    from plugins.reid_ui import results_db_url
+@pytest.fixture
+def opened_urls(monkeypatch):
+    """The URLs the plugin's StoreHolder opens (ResultsStore.open replaced by a recorder)."""
+    from plugins.reid_ui import app as app_mod
 
-    monkeypatch.delenv("REID_RESULTS_DB_URL", raising=False)
-    monkeypatch.delenv("AIRFLOW_CONN_REID_RESULTS_DB", raising=False)
-    assert results_db_url("sqlite:////tmp/explicit.sqlite") == "sqlite:////tmp/explicit.sqlite"
-    assert results_db_url() is None  # the store's default (SQLite under the data directory)
+    seen: list[str] = []
+
+    class Recorder:
+        @staticmethod
+        def open(url):
+            seen.append(url)
+            return object()
+
+    monkeypatch.setattr(app_mod, "ResultsStore", Recorder)
+    for name in ("REID_RESULTS_DB_URL", "AIRFLOW_CONN_REID_RESULTS_DB", "AIRFLOW_CTX_DAG_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return seen
+
+
+def test_store_url_order_outside_a_task(monkeypatch, tmp_path, opened_urls):
+    """The api-server is no Airflow task: the plugin still reads the connection (resolve_url(airflow=True))."""
+    from plugins.reid_ui.app import StoreHolder
+
+    monkeypatch.setenv("REID_DATA_DIR", str(tmp_path))
+    StoreHolder(None).get()  # no connection: SQLite under the data directory
+    StoreHolder("sqlite:////tmp/explicit.sqlite").get()
     monkeypatch.setenv("AIRFLOW_CONN_REID_RESULTS_DB", "postgresql://u:p@db.example:5432/reid")
-    assert results_db_url() == "postgresql+psycopg://u:p@db.example:5432/reid"
+    StoreHolder(None).get()
+    StoreHolder("sqlite:////tmp/explicit.sqlite").get()
     monkeypatch.setenv("REID_RESULTS_DB_URL", "sqlite:////tmp/env.sqlite")
-    assert results_db_url() is None  # REID_RESULTS_DB_URL wins; the store resolves it
+    StoreHolder(None).get()
+    assert opened_urls == [
+        f"sqlite:///{tmp_path / 'results.sqlite'}",
+        "sqlite:////tmp/explicit.sqlite",
+        "postgresql+psycopg://u:p@db.example:5432/reid",
+        "sqlite:////tmp/explicit.sqlite",
+        "sqlite:////tmp/env.sqlite",
+    ]
+
+
+def test_store_url_from_a_connection_in_the_metastore(auth_manager, opened_urls):
+    """A connection created in the Airflow UI lives in the metastore, which the task SDK's lookup outside a
+    task does not search; the plugin finds it."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    from plugins.reid_ui.app import StoreHolder
+
+    with create_session() as session:
+        session.add(Connection(conn_id="reid_results_db", uri="postgresql://meta:pw@metastore-host:5433/reid"))
+    try:
+        StoreHolder(None).get()
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "reid_results_db").delete()
+    assert opened_urls == ["postgresql+psycopg://meta:pw@metastore-host:5433/reid"]
 
 
 def test_database_down_is_503_not_a_crash(auth_manager, tokens, tmp_path):

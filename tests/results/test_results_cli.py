@@ -48,6 +48,11 @@ def test_results_formats(filled: str, capsys: pytest.CaptureFixture[str]) -> Non
     rc, out = run(["results", "--db", filled, "--format", "json", "--since", "2025-01-06"], capsys)
     data = json.loads(out)
     assert [r["run_key"] for r in data] == ["bad", "h5"] and data[0]["open_alerts"] == 1
+    argv = ["results", "--db", filled, "--format", "json", "--until", "2025-01-02", "--device-kind", "cpu"]
+    rc, out = run(argv, capsys)
+    assert [r["run_key"] for r in json.loads(out)] == ["h1", "h0"]  # a bare --until date includes that day
+    rc, out = run(["results", "--db", filled, "--format", "json", "--device-kind", "cuda"], capsys)
+    assert json.loads(out) == []
     rc, out = run(["results", "--db", filled, "--target", "nothing"], capsys)
     assert out.strip() == "no results"
 
@@ -106,6 +111,7 @@ def test_bad_arguments_are_argparse_errors(capsys: pytest.CaptureFixture[str]) -
     parser = _parser()
     for argv in (
         ["results", "--since", "yesterday"],
+        ["results", "--until", "tomorrow"],
         ["results", "--batch-size", "0"],
         ["history", "--metric", "fps", "--target", "x", "--batch-size", "1"],
         ["check"],

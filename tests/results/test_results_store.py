@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 import results_helpers
 from results_helpers import T0, acc_row, perf_row, record_run
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
 
-from reid_tasks.errors import ResultsError
+from reid_tasks.errors import ResultsError, ResultsNotFound
 from reid_tasks.results import (
     AccuracyRow,
     PerfRow,
@@ -236,6 +236,122 @@ def test_series_points_and_band(store: ResultsStore) -> None:
         store.series("throughput", "onnxruntime", 16)
 
 
+def _airflow_run(store: ResultsStore, day: int, perf=(), acc=()) -> str:  # type: ignore[no-untyped-def]
+    """An Airflow-triggered run (dag_id / run_id set) started ``day`` days after T0, finished and evaluated."""
+    run_id = f"scheduled__d{day}"
+    key = RunInfo.airflow_key("reid_validation", run_id)
+    store.start_run(
+        RunInfo(
+            run_key=key,
+            trigger="scheduled",
+            dag_id="reid_validation",
+            run_id=run_id,
+            started_at=T0 + timedelta(days=day),
+            environment=dict(results_helpers.ENV),
+        )
+    )
+    for row in perf:
+        store.record_perf(key, row)
+    for row in acc:
+        store.record_accuracy(key, row)
+    store.finish_run(key, "success", finished_at=T0 + timedelta(days=day, hours=1))
+    store.evaluate_run(key)
+    return key
+
+
+def _count_selects(store: ResultsStore) -> list[str]:
+    """Every SELECT the store's engine sends from now on."""
+    seen: list[str] = []
+
+    def on_execute(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", on_execute)
+    return seen
+
+
+def test_results_until_and_device_kind_in_sql(store: ResultsStore) -> None:
+    keys = [
+        _airflow_run(store, d, [perf_row(100.0 + d, batch_size=1), perf_row(200.0 + d)], [acc_row(94.5)])
+        for d in range(3)
+    ]
+    gpu = _airflow_run(store, 3, [perf_row(900.0, device_kind="cuda")], [acc_row(94.4)])
+    acc_only = _airflow_run(store, 4, [], [acc_row(94.3)])
+    everything = store.results()
+    assert [r.run_key for r in everything] == [acc_only, gpu, keys[2], keys[2], keys[1], keys[1], keys[0], keys[0]]
+
+    # until: inclusive, alone and with since.
+    assert [r.run_key for r in store.results(until=T0 + timedelta(days=1))] == [keys[1], keys[1], keys[0], keys[0]]
+    assert [r.run_key for r in store.results(until=T0 + timedelta(days=1) - timedelta(seconds=1))] == [keys[0]] * 2
+    window = store.results(since=T0 + timedelta(days=1), until=T0 + timedelta(days=3), batch_size=16)
+    assert [(r.run_key, r.device_kind) for r in window] == [(gpu, "cuda"), (keys[2], "cpu"), (keys[1], "cpu")]
+    assert store.results(since=T0 + timedelta(days=2), until=T0 + timedelta(days=1)) == []
+
+    # device_kind: only rows measured on it, accuracy beside them; runs without such a perf row left out.
+    cpu = store.results(device_kind="cpu")
+    assert {r.device_kind for r in cpu} == {"cpu"} and len(cpu) == 6
+    assert all(r.rank1 == 94.5 for r in cpu if r.batch_size == 16)
+    cuda = store.results(device_kind="cuda")
+    assert [(r.run_key, r.throughput_best, r.rank1) for r in cuda] == [(gpu, 900.0, 94.4)]
+    # The limit applies after the filter: the newest cpu row, although newer runs of other kinds exist.
+    newest_cpu = store.results(device_kind="cpu", limit=1)
+    assert [(r.run_key, r.batch_size) for r in newest_cpu] == [(keys[2], 1)]
+    assert store.results(device_kind="cpu", until=T0, batch_size=16)[0].throughput_best == 200.0
+    # Bound parameters: a quote is just part of a value that matches nothing.
+    assert store.results(device_kind="cpu' OR '1'='1") == []
+    assert store.results(until="2025-01-02T02:00:00+00:00")[0].run_key == keys[1]  # ISO strings accepted
+    with pytest.raises(ResultsError, match="limit"):
+        store.results(limit=0)
+
+
+def test_results_query_count_does_not_grow_with_rows(store: ResultsStore) -> None:
+    for d in range(6):
+        _airflow_run(store, d, [perf_row(100.0 + d, batch_size=1), perf_row(200.0 + d)], [acc_row(94.5)])
+    selects = _count_selects(store)
+    assert len(store.results(limit=1)) == 1
+    few = len(selects)
+    selects.clear()
+    assert len(store.results(device_kind="cpu", until=T0 + timedelta(days=9))) == 12
+    assert len(selects) == few == 4  # runs, perf, accuracy, open alert counts
+
+
+def test_rows_points_and_alerts_carry_the_airflow_run(store: ResultsStore) -> None:
+    for d in range(6):
+        _airflow_run(store, d, [perf_row(1000.0 + (d % 2))], [acc_row(94.5)])
+    last = _airflow_run(store, 6, [perf_row(800.0)], [acc_row(94.5)])
+    record_run(store, "local-1", 7, [perf_row(1000.0)])  # outside Airflow
+    rows = store.results()
+    assert (rows[0].run_key, rows[0].dag_id, rows[0].run_id) == ("local-1", None, None)
+    assert (rows[1].run_key, rows[1].dag_id, rows[1].run_id) == (last, "reid_validation", "scheduled__d6")
+    points = store.series("throughput", "onnxruntime", 16).points
+    assert [(p.dag_id, p.run_id) for p in points[:7]] == [("reid_validation", f"scheduled__d{d}") for d in range(7)]
+    assert (points[-1].run_key, points[-1].dag_id) == ("local-1", None)
+    alerts = store.alerts(run_key=last)
+    assert alerts and {(a.dag_id, a.run_id) for a in alerts} == {("reid_validation", "scheduled__d6")}
+    acked = store.ack(alerts[0].id, by="me")
+    assert (acked.dag_id, acked.run_id) == ("reid_validation", "scheduled__d6")
+
+
+def test_alert_by_id(store: ResultsStore) -> None:
+    for d in range(6):
+        _airflow_run(store, d, [perf_row(1000.0 + (d % 2))])
+    last = _airflow_run(store, 6, [perf_row(800.0)])
+    for listed in store.alerts():
+        assert store.alert(listed.id) == listed
+    one = store.alerts(run_key=last)[0]
+    assert store.alert(one.id).run_key == last and store.alert(one.id).dag_id == "reid_validation"
+    store.ack(one.id, by="me")
+    assert store.alert(one.id).acknowledged_by == "me" and not store.alert(one.id).open
+    missing = max(a.id for a in store.alerts()) + 1000
+    with pytest.raises(ResultsNotFound, match=f"no alert with id {missing}"):
+        store.alert(missing)
+    with pytest.raises(ResultsNotFound):
+        store.ack(missing)
+    with pytest.raises(ResultsNotFound, match="unknown run"):
+        store.get_run("nope")
+
+
 # ---------------------------------------------------------------------- URLs
 def test_url_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from reid_tasks.config import load_config
@@ -244,9 +360,15 @@ def test_url_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None
     monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_REID_RESULTS_DB", "postgres://a@airflow-host/r")
     cfg = load_config(opts=["VALIDATION.DATA_DIR", str(tmp_path)])
-    assert resolve_url(cfg=cfg) == f"sqlite:///{tmp_path / 'results.sqlite'}"  # not inside Airflow
+    sqlite_default = f"sqlite:///{tmp_path / 'results.sqlite'}"
+    assert resolve_url(cfg=cfg) == sqlite_default  # not inside Airflow
+    assert resolve_url(cfg=cfg, airflow=True) == "postgresql+psycopg://a@airflow-host/r"  # e.g. the api-server
     monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "reid_validation")
     assert resolve_url(cfg=cfg) == "postgresql+psycopg://a@airflow-host/r"
+    assert resolve_url(cfg=cfg, airflow=False) == sqlite_default
+    monkeypatch.delenv("AIRFLOW_CONN_REID_RESULTS_DB")
+    assert resolve_url(cfg=cfg) == resolve_url(cfg=cfg, airflow=True) == sqlite_default  # no such connection
+    monkeypatch.setenv("AIRFLOW_CONN_REID_RESULTS_DB", "postgres://a@airflow-host/r")
     monkeypatch.setenv("REID_RESULTS_DB_URL", "postgresql://env-host/r")
     assert resolve_url(cfg=cfg) == "postgresql+psycopg://env-host/r"
     cfg2 = load_config(opts=["VALIDATION.RESULTS_DB_URL", "sqlite:////tmp/cfg.sqlite"])
