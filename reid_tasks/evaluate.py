@@ -22,12 +22,18 @@ found all its matches by then).
 Speed: the ranking never sorts whole rows. For each query only the gallery entries at or below the distance
 of its farthest true match matter, so each chunk of queries keeps those candidates, packs
 (row, distance, gallery index) into one 64-bit key per candidate and sorts the keys; the position of a true
-match in its row is its exact rank. Memory is bounded by a per-chunk budget, and the query-feature chunk
-GEMM is the dominant cost.
+match in its row is its exact rank. Memory is bounded by a per-chunk budget (the full query x gallery matrix
+is never held, except for re-ranking), and the distance GEMM (BLAS, all cores) is the dominant cost; the
+distance assembly and the ranking of each chunk are split over a few threads. The GEMM is issued in fixed
+tiles of ``GEMM_ROWS`` query rows, so results do not depend on ``chunk_size`` or ``memory_budget``.
+
+Re-ranking (``rerank=True``) is k-reciprocal encoding (Zhong et al. 2017) as reid-strong-baseline's
+``utils/re_ranking.py``, with stable neighbour order and a sparse encoding; it needs one (Q+G)^2 float32 matrix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,21 +54,28 @@ __all__ = [
     "re_ranking",
 ]
 
-#: default working-memory budget of one chunk of queries (bytes), dense part
-DEFAULT_MEMORY_BUDGET = 320 * 1024 * 1024
-#: every query-gallery GEMM is issued with exactly this many query rows (the last tile zero-padded): BLAS
-#: rounding depends on the shape of the call, so a fixed shape makes the distances, hence the metrics,
+#: default working memory of the ranking (bytes): one chunk of GEMM product rows + candidate mask
+DEFAULT_MEMORY_BUDGET = 128 * 1024 * 1024
+#: the query-gallery GEMM is issued in fixed tiles of this many query rows (rows [k*256, (k+1)*256)): BLAS
+#: rounding depends on the shape of the call, so fixed tiles make the distances, hence the metrics,
 #: independent of chunk_size and memory_budget (for a given BLAS build and thread count)
 GEMM_ROWS = 256
-#: candidates (gallery entries ranked at or above a query's last true match) sorted in one go at most
-_MAX_CANDIDATES = 4_000_000
+#: candidates (entries at or below a query's farthest true match) sorted in one go, per thread (~40 B each)
+_MAX_CANDIDATES = 1_000_000
 _NORM_EPS = 1e-12
 _ROW_BLOCK = 8192
+#: distance rows are formed in blocks of about this many bytes (stays in the L2 cache)
+_BLOCK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Metrics:
-    """Evaluation result; every rate is a fraction in [0, 1]."""
+    """Evaluation result; every rate is a fraction in [0, 1].
+
+    ``cmc[k]`` = fraction of valid queries with a true match within the first k+1 valid entries.
+    ``num_tie_queries``: valid queries where a true match and a non-match had exactly the same distance
+    (ordered by gallery index here; reid-strong-baseline's order would be arbitrary).
+    """
 
     cmc: np.ndarray = field(repr=False)
     mAP: float
@@ -170,14 +183,28 @@ def _as_labels(x: Any, name: str, n: int, rows_of: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- features, distance
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
+def _map_rows(pool: ThreadPoolExecutor | None, n: int, fn: Callable[[int, int], Any], block: int = 0) -> list:
+    """fn(a, b) over row ranges covering [0, n): one per pool thread (or per ``block`` rows), in the pool."""
+    if block <= 0:
+        parts = pool._max_workers if pool is not None else 1
+        block = max(1, -(-n // parts))
+    ranges = [(a, min(n, a + block)) for a in range(0, n, block)]
+    if pool is None or len(ranges) == 1:
+        return [fn(a, b) for a, b in ranges]
+    return [f.result() for f in [pool.submit(fn, a, b) for a, b in ranges]]
+
+
+def l2_normalize(x: np.ndarray, pool: ThreadPoolExecutor | None = None) -> np.ndarray:
     """Row-wise L2 normalisation in float32 (``x / max(||x||, 1e-12)``), into a new array."""
     x = np.asarray(x, dtype=np.float32)
     out = np.empty_like(x)
-    for s in range(0, x.shape[0], _ROW_BLOCK):
-        blk = x[s : s + _ROW_BLOCK]
+
+    def rows(a: int, b: int) -> None:
+        blk = x[a:b]
         norm = np.sqrt(np.einsum("ij,ij->i", blk, blk))
-        np.divide(blk, np.maximum(norm, np.float32(_NORM_EPS))[:, None], out=out[s : s + _ROW_BLOCK])
+        np.divide(blk, np.maximum(norm, np.float32(_NORM_EPS))[:, None], out=out[a:b])
+
+    _map_rows(pool, x.shape[0], rows, block=_ROW_BLOCK)
     return out
 
 
@@ -185,46 +212,75 @@ def _sq_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
 
-def _distance_block(
-    q: np.ndarray, q2: np.ndarray, g: np.ndarray, g2: np.ndarray, out: np.ndarray, rows: int | None = None
-) -> np.ndarray:
-    """``(||q||^2 + ||g||^2) - 2 q.g`` in float32 into ``out`` (same rounding as torch ``addmm_(1, -2, ...)``).
-
-    Only the first ``rows`` rows are written (the rest of ``q`` is padding).
-    """
-    rows = q.shape[0] if rows is None else rows
+def _distance_block(q: np.ndarray, q2: np.ndarray, g: np.ndarray, g2: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``(||q||^2 + ||g||^2) - 2 q.g`` in float32 into ``out`` (same rounding as torch ``addmm_(1, -2, ...)``)."""
     prod = (q * np.float32(2.0)) @ g.T  # == 2 (q @ g.T) bit for bit: scaling by 2 is exact
-    np.add(q2[:rows, None], g2[None, :], out=out)
-    np.subtract(out, prod[:rows], out=out)
+    np.add(q2[:, None], g2[None, :], out=out)
+    np.subtract(out, prod, out=out)
     return out
 
 
-class _TiledDistance:
-    """Distance rows [r0, r1) from fixed-shape GEMM tiles of GEMM_ROWS query rows."""
+class _Rows:
+    """Distance rows, either given (``dist``) or as ``(q2 + g2) - prod`` evaluated on demand.
 
-    def __init__(self, q: np.ndarray, g: np.ndarray):
-        self.q, self.g = q, g
+    The lazy form never writes the distance matrix: blocks of a few rows are formed in cache and compared,
+    and single entries are recomputed with the same float32 operations (bit-identical).
+    """
+
+    def __init__(self, dist=None, prod=None, q2=None, g2=None):
+        self.dist, self.prod, self.q2, self.g2 = dist, prod, q2, g2
+        self.n = (dist if dist is not None else prod).shape[0]
+
+    def sub(self, a: int, b: int) -> _Rows:
+        if self.dist is not None:
+            return _Rows(dist=self.dist[a:b])
+        return _Rows(prod=self.prod[a:b], q2=self.q2[a:b], g2=self.g2)
+
+    def block(self, a: int, b: int, buf: np.ndarray | None = None) -> np.ndarray:
+        if self.dist is not None:
+            return self.dist[a:b]
+        out = np.add(self.q2[a:b, None], self.g2[None, :], out=None if buf is None else buf[: b - a])
+        return np.subtract(out, self.prod[a:b], out=out)
+
+    def gather(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        if self.dist is not None:
+            return self.dist[rows, cols]
+        return (self.q2[rows] + self.g2[cols]) - self.prod[rows, cols]
+
+    def dense(self) -> np.ndarray:
+        return self.block(0, self.n)
+
+
+class _TiledDistance:
+    """``make_dist(r0, r1) -> _Rows`` from GEMM tiles of fixed shape (rows [k*GEMM_ROWS, (k+1)*GEMM_ROWS))."""
+
+    def __init__(self, q: np.ndarray, g: np.ndarray, reuse: bool = False):
+        """``reuse``: results are views of one reused buffer, valid until the next call."""
+        self.q, self.g, self.reuse = q, g, reuse
         self.q2, self.g2 = _sq_norms(q), _sq_norms(g)
         self.cache: dict[int, np.ndarray] = {}
+        self._buf: np.ndarray | None = None
 
     def _tile_into(self, t: int, out: np.ndarray) -> None:
         a = t * GEMM_ROWS
         b = min(self.q.shape[0], a + GEMM_ROWS)
-        qt, q2t = self.q[a:b], self.q2[a:b]
-        if b - a < GEMM_ROWS:
-            qt = np.concatenate([qt, np.zeros((GEMM_ROWS - (b - a), qt.shape[1]), dtype=np.float32)])
-            q2t = np.concatenate([q2t, np.zeros(GEMM_ROWS - (b - a), dtype=np.float32)])
-        _distance_block(qt, q2t, self.g, self.g2, out, rows=b - a)
+        # (2 q) @ g.T == 2 (q @ g.T) bit for bit (scaling by 2 is exact); tile t always has the same shape
+        np.matmul(self.q[a:b] * np.float32(2.0), self.g.T, out=out)
 
-    def __call__(self, r0: int, r1: int) -> np.ndarray:
+    def __call__(self, r0: int, r1: int) -> _Rows:
         ng = self.g.shape[0]
-        out = np.empty((r1 - r0, ng), dtype=np.float32)
+        if not self.reuse:
+            prod = np.empty((r1 - r0, ng), dtype=np.float32)
+        else:  # page faults of a fresh 100+ MB buffer per chunk cost as much as the ranking
+            if self._buf is None or self._buf.shape[0] < r1 - r0:
+                self._buf = np.empty((r1 - r0, ng), dtype=np.float32)
+            prod = self._buf[: r1 - r0]
         aligned = r0 % GEMM_ROWS == 0 and (r1 % GEMM_ROWS == 0 or r1 == self.q.shape[0])
         for t in range(r0 // GEMM_ROWS, -(-r1 // GEMM_ROWS)):
             a = t * GEMM_ROWS
             lo, hi = max(r0, a), min(r1, a + GEMM_ROWS)
             if aligned:
-                self._tile_into(t, out[lo - r0 : hi - r0])
+                self._tile_into(t, prod[lo - r0 : hi - r0])
                 continue
             if t not in self.cache:  # unaligned chunks (small chunk_size): keep the last tiles
                 if len(self.cache) >= 2:
@@ -232,8 +288,8 @@ class _TiledDistance:
                 tile = np.empty((min(self.q.shape[0], a + GEMM_ROWS) - a, ng), dtype=np.float32)
                 self._tile_into(t, tile)
                 self.cache[t] = tile
-            out[lo - r0 : hi - r0] = self.cache[t][lo - a : hi - a]
-        return out
+            prod[lo - r0 : hi - r0] = self.cache[t][lo - a : hi - a]
+        return _Rows(prod=prod, q2=self.q2[r0:r1], g2=self.g2)
 
 
 def compute_distance(qf: Any, gf: Any, feat_norm: bool = True) -> np.ndarray:
@@ -244,7 +300,7 @@ def compute_distance(qf: Any, gf: Any, feat_norm: bool = True) -> np.ndarray:
         raise EvaluationError(f"feature dims differ: qf {q.shape} vs gf {g.shape}")
     if feat_norm:
         q, g = l2_normalize(q), l2_normalize(g)
-    return _TiledDistance(q, g)(0, q.shape[0])
+    return _TiledDistance(q, g)(0, q.shape[0]).dense()
 
 
 def cosine_parity(a: Any, b: Any) -> ParityStats:
@@ -309,12 +365,24 @@ class _Ranker:
         self.pid_order = np.argsort(g_pids, kind="stable")
         self.sorted_pids = g_pids[self.pid_order]
 
+    def count_matches(self) -> np.ndarray:
+        """Number of true matches (same pid, other camera) of every query."""
+        out = np.zeros(self.q_pids.shape[0], dtype=np.int64)
+        for r0 in range(0, out.size, 4096):
+            qp, qc = self.q_pids[r0 : r0 + 4096], self.q_camids[r0 : r0 + 4096]
+            lo = np.searchsorted(self.sorted_pids, qp, side="left")
+            hi = np.searchsorted(self.sorted_pids, qp, side="right")
+            rows = np.repeat(np.arange(qp.size), hi - lo)
+            other_cam = self.g_camids[self.pid_order[_ragged_arange(lo, hi - lo)]] != qc[rows]
+            out[r0 : r0 + qp.size] = np.bincount(rows[other_cam], minlength=qp.size)
+        return out
+
     def max_rows(self) -> int:
         return 1 << self.row_bits
 
-    def rank_chunk(self, r0: int, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-        """Rank the queries r0 .. r0+len(dist); returns (num_matches, first_rank, ap, inp) per row + tie count."""
-        nb = dist.shape[0]
+    def rank_chunk(self, r0: int, dist: _Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """Rank the queries r0 .. r0+dist.n; returns (num_matches, first_rank, ap, inp) per row + tie count."""
+        nb = dist.n
         qp = self.q_pids[r0 : r0 + nb]
         qc = self.q_camids[r0 : r0 + nb]
         lo = np.searchsorted(self.sorted_pids, qp, side="left")
@@ -325,13 +393,19 @@ class _Ranker:
         mrows, mcols = rows[is_match], gidx[is_match]
         num_matches = np.bincount(mrows, minlength=nb)
         thresh = np.full(nb, -np.inf, dtype=np.float32)
-        np.maximum.at(thresh, mrows, dist[mrows, mcols])
+        np.maximum.at(thresh, mrows, dist.gather(mrows, mcols))
 
         first = np.zeros(nb, dtype=np.int64)
         ap = np.zeros(nb, dtype=np.float64)
         inp = np.zeros(nb, dtype=np.float64)
         ties = 0
-        mask = dist <= thresh[:, None]
+        # candidates: entries at or below the farthest true match; distances formed a few rows at a time in cache
+        mask = np.empty((nb, self.num_g), dtype=bool)
+        step = max(1, _BLOCK_BYTES // (4 * self.num_g))
+        buf = np.empty((min(step, nb), self.num_g), dtype=np.float32) if dist.dist is None else None
+        for a in range(0, nb, step):
+            b = min(nb, a + step)
+            np.less_equal(dist.block(a, b, buf), thresh[a:b, None], out=mask[a:b])
         if nb <= self.max_rows() and np.count_nonzero(mask) <= _MAX_CANDIDATES:
             ties += self._rank_rows(0, nb, dist, mask, qp, qc, num_matches, first, ap, inp)
         else:  # split rows so that one sort handles at most _MAX_CANDIDATES candidates (at least one row)
@@ -353,7 +427,7 @@ class _Ranker:
         if junk.any():
             keep = ~junk
             rr, cc = rr[keep], cc[keep]
-        dk = _float_keys(dist[s + rr, cc])
+        dk = _float_keys(dist.gather(s + rr, cc))
         keys = (rr.astype(np.uint64) << np.uint64(32 + self.col_bits)) | (
             dk.astype(np.uint64) << np.uint64(self.col_bits)
         )
@@ -386,50 +460,33 @@ class _Ranker:
         return tie_rows
 
 
-def _chunk_rows(num_q: int, num_g: int, budget: int) -> int:
-    """Queries per chunk: a multiple of GEMM_ROWS within the budget, ~8 chunks or more when it fits."""
-    # two chunks alive (ranking k, computing k+1): distance + mask, distance + one GEMM tile
-    per_row = num_g * (4 + 1 + 4 + 4)
-    tiles_budget = max(1, budget // max(per_row * GEMM_ROWS, 1))
-    tiles_eighth = max(1, -(-num_q // (8 * GEMM_ROWS)))
-    return GEMM_ROWS * min(tiles_budget, tiles_eighth)
+def _chunk_rows(num_g: int, budget: int) -> int:
+    """Queries per chunk: the largest multiple of GEMM_ROWS whose working memory fits ``budget`` bytes."""
+    per_tile = GEMM_ROWS * num_g * (4 + 1)  # GEMM product rows + candidate mask
+    return GEMM_ROWS * max(1, budget // per_tile)
 
 
 def _run_ranking(
     num_q: int,
     chunk: int,
-    make_dist: Callable[[int, int], np.ndarray],
+    make_dist: Callable[[int, int], _Rows],
     ranker: _Ranker,
-    threads: int,
+    pool: ThreadPoolExecutor | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Distances chunk by chunk (GEMM on all cores through BLAS), each chunk's rows ranked in the pool's threads."""
     num_matches = np.zeros(num_q, dtype=np.int64)
     first = np.zeros(num_q, dtype=np.int64)
     ap = np.zeros(num_q, dtype=np.float64)
     inp = np.zeros(num_q, dtype=np.float64)
     ties = 0
-
-    def store(r0, res):
-        nonlocal ties
-        nm, f, a, i, t = res
-        r1 = r0 + nm.shape[0]
-        num_matches[r0:r1], first[r0:r1], ap[r0:r1], inp[r0:r1] = nm, f, a, i
-        ties += t
-
-    starts = list(range(0, num_q, chunk))
-    if threads <= 1 or len(starts) == 1:
-        for r0 in starts:
-            store(r0, ranker.rank_chunk(r0, make_dist(r0, min(num_q, r0 + chunk))))
-    else:
-        # the GEMM of chunk k+1 (multithreaded BLAS) overlaps the ranking of chunk k
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = None
-            for r0 in starts:
-                d = make_dist(r0, min(num_q, r0 + chunk))
-                if pending is not None:
-                    store(pending[0], pending[1].result())
-                pending = (r0, pool.submit(ranker.rank_chunk, r0, d))
-            if pending is not None:
-                store(pending[0], pending[1].result())
+    for r0 in range(0, num_q, chunk):
+        d = make_dist(r0, min(num_q, r0 + chunk))
+        for a, (nm, f, ap_, inp_, t) in _map_rows(
+            pool, d.n, lambda a, b, d=d, r0=r0: (a, ranker.rank_chunk(r0 + a, d.sub(a, b)))
+        ):
+            lo, hi = r0 + a, r0 + a + nm.shape[0]
+            num_matches[lo:hi], first[lo:hi], ap[lo:hi], inp[lo:hi] = nm, f, ap_, inp_
+            ties += t
     return num_matches, first, ap, inp, ties
 
 
@@ -579,9 +636,12 @@ def evaluate(
 ) -> Metrics:
     """Rank-k, mAP and mINP of query features against gallery features (reid-strong-baseline protocol).
 
-    ``chunk_size`` (queries per chunk) defaults to what fits ``memory_budget`` bytes of working memory.
-    ``threads`` > 1 overlaps the distance GEMM of one chunk with the ranking of the previous one
-    (default: 2 when the machine has more than one core).
+    Features: float32 [N, D] (anything np.asarray accepts; converted to float32). Labels: integers.
+    ``max_rank``: CMC length. ``rerank``: k-reciprocal re-ranking with ``k1``, ``k2``, ``lambda_value``.
+    ``chunk_size`` (queries per chunk) defaults to what fits ``memory_budget`` bytes of working memory
+    (at least GEMM_ROWS rows); it changes speed and memory, never the result.
+    ``threads``: Python threads for normalisation, distance assembly and ranking (default: the number of
+    cores, at most 4); the GEMM itself uses BLAS's own threads.
     Raises EvaluationError on shape mismatches, NaN/inf features or when no query has a valid match.
     """
     q = _as_features(qf, "qf")
@@ -600,33 +660,34 @@ def evaluate(
         raise EvaluationError(f"chunk_size must be >= 1, got {chunk_size}")
     _check_finite(q, "qf")
     _check_finite(g, "gf")
-    if feat_norm:
-        q, g = l2_normalize(q), l2_normalize(g)
-    if threads is None:
-        threads = 2 if (os.cpu_count() or 1) > 1 else 1
-
     ranker = _Ranker(qp, gp, qc, gc, max_rank)
-    chunk = int(chunk_size) if chunk_size else _chunk_rows(nq, ng, memory_budget)
-    chunk = min(chunk, nq)
-
-    if rerank:
-        final = re_ranking(q, g, k1=k1, k2=k2, lambda_value=lambda_value)
-
-        def make_dist(r0: int, r1: int) -> np.ndarray:
-            return final[r0:r1]
-    else:
-        make_dist = _TiledDistance(q, g)
-
-    num_matches, first, ap, inp, ties = _run_ranking(nq, chunk, make_dist, ranker, threads)
-    valid = num_matches > 0
-    num_valid = int(valid.sum())
-    if num_valid == 0:
+    if not np.any(ranker.count_matches()):
         absent = int(np.count_nonzero(~np.isin(qp, gp)))
         raise EvaluationError(
             f"no valid query: none of the {nq} queries has a true match among the {ng} gallery entries "
-            f"(different camera, same pid); {absent} query pids are absent from the gallery, "
+            f"(same pid, other camera); {absent} query pids are absent from the gallery, "
             f"{nq - absent} have matches only in their own camera"
         )
+    chunk = min(int(chunk_size) if chunk_size else _chunk_rows(ng, memory_budget), nq)
+    if threads is None:
+        threads = max(1, min(4, os.cpu_count() or 1))
+
+    with ThreadPoolExecutor(max_workers=threads) if threads > 1 else contextlib.nullcontext() as pool:
+        if feat_norm:
+            q, g = l2_normalize(q, pool), l2_normalize(g, pool)
+        if rerank:
+            final = re_ranking(q, g, k1=k1, k2=k2, lambda_value=lambda_value)
+
+            def make_dist(r0: int, r1: int) -> _Rows:
+                return _Rows(dist=final[r0:r1])
+        else:
+            make_dist = _TiledDistance(q, g, reuse=True)
+        num_matches, first, ap, inp, ties = _run_ranking(nq, chunk, make_dist, ranker, pool)
+
+    valid = num_matches > 0
+    num_valid = int(valid.sum())
+    if num_valid == 0:  # pragma: no cover - checked above
+        raise EvaluationError(f"no valid query among {nq} queries and {ng} gallery entries")
     hist = np.bincount(np.minimum(first[valid] - 1, max_rank), minlength=max_rank + 1)[:max_rank]
     cmc = np.cumsum(hist).astype(np.float64) / num_valid
     mAP = float(ap[valid].sum() / num_valid)
