@@ -22,18 +22,17 @@ XCom only carries small JSON records. Results: `reid-validate results`, or the *
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Param, TaskGroup, dag, task
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
 from reid_tasks.config import load_config
-from reid_tasks.targets import get_target, target_names
+from reid_tasks.targets import PRECISIONS, get_target, target_names
 
 CFG = load_config(os.environ.get("REID_CONFIG_FILE") or None)
 TARGETS = list(target_names())
-PRECISIONS = ["fp32", "fp16", "bf16", "int8"]
 SOC_VERSIONS = ["Ascend310", "Ascend310P1", "Ascend310P3", "Ascend310B1", "Ascend910", "Ascend910B"]
 DEFAULT_QUEUE = "default"
 CPU_BENCH_POOL = "cpu_bench"
@@ -81,53 +80,88 @@ def _params() -> dict[str, Param]:
     v = CFG.VALIDATION
     return {
         "checkpoint": Param(
-            "", type="string", title="Checkpoint",
+            "",
+            type="string",
+            title="Checkpoint",
             description="Path of the reid-strong-baseline .pth checkpoint on the workers; empty: the demo checkpoint.",
         ),
         "config_file": Param(
-            "", type="string", title="Config file",
+            "",
+            type="string",
+            title="Config file",
             description="A reid-strong-baseline / reid-validate yml merged over the defaults; empty: none.",
         ),
         "config_overrides": Param(
-            [], type=["array", "object"], items={"type": "string", "pattern": r"^\S+\s+\S.*$"},
+            [],
+            type=["array", "object"],
+            items={"type": "string", "pattern": r"^\S+\s+\S.*$"},
             title="Config overrides",
             description='"KEY VALUE" lines (e.g. "TEST.NECK_FEAT before"), or an object {"KEY": value}.',
         ),
         "dataset_root": Param(
-            "", type="string", title="Dataset root",
+            "",
+            type="string",
+            title="Dataset root",
             description="Market-1501 directory (query/, bounding_box_test/) on the workers; empty: synthetic demo set.",
         ),
         "targets": Param(
-            list(v.TARGETS), type="array", items={"type": "string", "enum": TARGETS},
-            uniqueItems=True, minItems=1, title="Targets",
+            list(v.TARGETS),
+            type="array",
+            items={"type": "string", "enum": TARGETS},
+            uniqueItems=True,
+            minItems=1,
+            title="Targets",
             description=f"Inference targets to validate; registered: {', '.join(TARGETS)}.",
         ),
         "batch_sizes": Param(
-            list(v.BATCH_SIZES), type="array", items={"type": "integer", "minimum": 1, "maximum": 256},
-            uniqueItems=True, minItems=1, title="Batch sizes",
+            list(v.BATCH_SIZES),
+            type="array",
+            items={"type": "integer", "minimum": 1, "maximum": 256},
+            uniqueItems=True,
+            minItems=1,
+            title="Batch sizes",
             description="One artifact is built and benchmarked per batch size (1..256).",
         ),
         "precisions": Param(
-            list(v.PRECISIONS), type="array", items={"type": "string", "enum": PRECISIONS},
-            uniqueItems=True, minItems=1, title="Precisions",
+            list(v.PRECISIONS),
+            type="array",
+            items={"type": "string", "enum": list(PRECISIONS)},
+            uniqueItems=True,
+            minItems=1,
+            title="Precisions",
             description="Precisions a target cannot do are not scheduled for it.",
         ),
         "soc_version": Param(
-            v.ASCEND.SOC_VERSION, type="string", enum=SOC_VERSIONS, title="Ascend SoC version",
+            v.ASCEND.SOC_VERSION,
+            type="string",
+            enum=SOC_VERSIONS,
+            title="Ascend SoC version",
             description="ATC --soc_version (Ascend targets only).",
         ),
         "device_ids": Param(
-            [int(d) for d in v.ASCEND.DEVICE_IDS], type="array", items={"type": "integer", "minimum": 0},
-            uniqueItems=True, minItems=1, title="Ascend device ids",
+            [int(d) for d in v.ASCEND.DEVICE_IDS],
+            type="array",
+            items={"type": "integer", "minimum": 0},
+            uniqueItems=True,
+            minItems=1,
+            title="Ascend device ids",
             description="Devices the Ascend benchmark may use (the first one runs it).",
         ),
         "reference_rank1": Param(
-            float(v.REFERENCE.RANK1), type="number", minimum=0, maximum=100, title="Reference Rank-1 (%)",
-            description="Published Rank-1 of the checkpoint; the run fails when an artifact is more than the tolerance below.",
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=100,
+            title="Reference Rank-1 (%)",
+            description=f"Published Rank-1; more than the tolerance below fails the run. Empty: {v.REFERENCE.RANK1}.",
         ),
         "reference_map": Param(
-            float(v.REFERENCE.MAP), type="number", minimum=0, maximum=100, title="Reference mAP (%)",
-            description="Published mAP of the checkpoint.",
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=100,
+            title="Reference mAP (%)",
+            description=f"Published mAP of the checkpoint. Empty: the config's ({v.REFERENCE.MAP}).",
         ),
         "notes": Param("", type="string", maxLength=2000, title="Notes", description="Stored with the run."),
     }
@@ -247,7 +281,7 @@ def check_regressions(ctx: dict, recorded: dict, **context: Any) -> dict:
     verdict = steps.check_regressions(ctx)
     alerts = verdict.get("alerts") or []
     no_verdict = [f"no verdict: {v['message']}" for v in verdict.get("verdicts") or [] if v.get("regressed") is None]
-    for line in [f"ALERT [{a.get('rule')}] {a.get('message')}" for a in alerts] + no_verdict:
+    for line in verdict.get("summary") or [f"ALERT [{a.get('rule')}] {a.get('message')}" for a in alerts]:
         print(line)
     context["ti"].xcom_push(key="alert_count", value=len(alerts))
     if alerts:
@@ -262,25 +296,27 @@ def check_regressions(ctx: dict, recorded: dict, **context: Any) -> dict:
 
 
 @task(execution_timeout=timedelta(minutes=5))
-def finish(ctx: dict, **context: Any) -> str:
-    """Mark the run success / regressed / failed in the results database (runs whatever happened)."""
+def finish(ctx: dict | None, **context: Any) -> str:
+    """Mark the run finished in the results database, whatever happened upstream: 'failed' when a step
+    failed, else 'success' (stored as 'regressed' while the run has open alerts)."""
     from reid_tasks import steps
 
+    if not ctx:  # prepare_run failed: nothing was recorded to finish
+        return "failed"
     alert_count = context["ti"].xcom_pull(task_ids="check_regressions", key="alert_count")
-    status = "failed" if alert_count is None else ("regressed" if alert_count else "success")
+    status = "failed" if alert_count is None else "success"
     steps.finish_run(ctx, status)
-    return status
+    return "regressed" if alert_count else status
 
 
 @dag(
     dag_id="reid_validation",
     schedule=_schedule(),
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     tags=["reid", "validation", "onnx", "ascend310"],
     doc_md=__doc__,
-    params=_params(),
     default_args={"owner": "reid", "retries": 0, "execution_timeout": timedelta(hours=2)},
 )
 def reid_validation() -> None:
@@ -303,7 +339,11 @@ def reid_validation() -> None:
             evaluated.append(evaluate.partial(ctx=ctx, data=data, reference=reference).expand(bench=benches))
 
     verdict = check_regressions(ctx, record_results(ctx, evaluated, onnx, data))
-    verdict >> finish(ctx).as_teardown(setups=ctx.operator)
+    verdict >> finish(ctx).as_teardown()
 
 
-reid_validation()
+reid_validation_dag = reid_validation()
+# The trigger form's Params are attached once the tasks exist: Airflow deep-copies a DAG's params into every
+# task created under it (28 tasks here), which would be most of this file's parse time. Tasks read them
+# from the DAG at run time (dag.params merged with the run's conf), so nothing else changes.
+reid_validation_dag.params.update(_params())

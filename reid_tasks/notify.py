@@ -95,9 +95,10 @@ class AlertNotifier:
         """The human-readable alert text (mail body, Slack message, log lines)."""
         lines = [self.subject, ""]
         for alert in self.alerts:
-            lines.append(f"- {_message(alert)}")
+            message = _message(alert)
+            lines.append(f"- {message}")
             changed = (alert.get("env_diff") or alert.get("changed")) if isinstance(alert, Mapping) else None
-            if changed:
+            if changed and "changed since" not in message:  # the store's messages usually say it already
                 lines.append(f"  changed since the last good run: {_changed_text(changed)}")
         extra = [self.summary] if isinstance(self.summary, str) else list(self.summary)
         extra = [s for s in extra if s]
