@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Airflow reads its home when first imported: one throwaway home for the whole session, set before any
+# test area imports Airflow (areas that run Airflow commands use their own homes in subprocesses).
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="reid-tests-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
 PG_ADMIN_DSN = os.environ.get("REID_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 
 

@@ -251,8 +251,12 @@ class ResultsStore:
         return run
 
     # ------------------------------------------------------------------ writing
-    def start_run(self, info: RunInfo) -> int:
-        """Insert or update (same run_key) a run; its status becomes 'running'. Returns the run's id."""
+    def start_run(self, info: RunInfo, *, reset_status: bool = True) -> int:
+        """Insert or update (same run_key) a run; its status becomes 'running'. Returns the run's id.
+
+        ``reset_status=False`` updates an existing run's metadata (hashes, fingerprint, environment) but leaves
+        its status and finish time alone, so re-running a recording step of a finished run does not reopen it.
+        """
         values = {
             "run_key": info.run_key,
             "trigger": info.trigger,
@@ -275,7 +279,11 @@ class ResultsStore:
             stmt = self._insert(ValidationRun).values(**values)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[ValidationRun.run_key],
-                set_={k: stmt.excluded[k] for k in values if k != "run_key"},
+                set_={
+                    k: stmt.excluded[k]
+                    for k in values
+                    if k != "run_key" and (reset_status or k not in ("status", "finished_at"))
+                },
             ).returning(ValidationRun.id)
             run_pk = s.execute(stmt).scalar_one()
             for model in (PerfResult, AccuracyResult):  # keep the denormalised series index in step
