@@ -6,7 +6,7 @@ achieved (8.1 GFLOP per image) next to the machine's measured SGEMM and bf16 GEM
 at batch 1, and the accuracy rule of section 6 on a synthetic Market-1501 (parity with the PyTorch fp32
 features; Rank-1/mAP within 0.5 pt of fp32), then the best CPU target within the rule.
 
-    .venv/bin/python benchmarks/bench_targets.py [--work DIR] [--json OUT.json]
+    .venv/bin/python benchmarks/bench_targets.py [--ids 48] [--work DIR] [--json OUT.json]
 
 Goals: best target within the accuracy rule >= 6x eager; ONNX Runtime fp32 >= 1.4x eager.
 """
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pure-batches", type=int, default=3, help="batches per timed repetition")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--latency-batches", type=int, default=20, help="timed batch-1 inferences")
-    ap.add_argument("--ids", type=int, default=8, help="identities in the synthetic Market-1501")
+    ap.add_argument("--ids", type=int, default=48, help="identities in the synthetic Market-1501")
     ap.add_argument("--gemm-size", type=int, default=4096)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
