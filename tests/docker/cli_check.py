@@ -41,7 +41,9 @@ def main() -> None:
             out["objects"][dotted] = repr(exc)
     from airflow.api_fastapi.core_api.routes.public import public_router
 
-    out["routes"] = sorted({"/api/v2" + getattr(r, "path", "") for r in public_router.routes})
+    # Route paths carry the router's /api/v2 prefix in some Airflow builds and not in others.
+    paths = (getattr(r, "path", "") for r in public_router.routes)
+    out["routes"] = sorted({p if p.startswith("/api/v2") else "/api/v2" + p for p in paths})
     from airflow.configuration import conf
 
     out["config"]["scheduler_health_check_server_port"] = conf.get("scheduler", "scheduler_health_check_server_port")

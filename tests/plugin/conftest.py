@@ -8,7 +8,6 @@ set for this session. The metadata DB is migrated because token validation check
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -27,26 +26,7 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="reid-plugin-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-# username -> (simple auth manager role, password)
-USERS = {"viewer": ("viewer", "viewer-pw-1"), "editor": ("user", "editor-pw-2"), "admin": ("admin", "admin-pw-3")}
-JWT_SECRET = "reid-plugin-tests-jwt-secret-" + "0123456789abcdef" * 4  # >= 64 bytes for HS512
-
-
-def auth_env(passwords_file: Path) -> dict[str, str]:
-    """Airflow settings of the simple auth manager with USERS (also used by the browser test's server)."""
-    return {
-        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, (r, _) in USERS.items()),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
-    }
-
-
-def write_passwords(path: Path) -> Path:
-    path.write_text(json.dumps({u: pw for u, (_, pw) in USERS.items()}), encoding="utf-8")
-    return path
+from plugin_support import USERS, auth_env, mounted, write_passwords  # noqa: E402 - after the env defaults above
 
 
 @pytest.fixture(scope="session")
@@ -99,17 +79,6 @@ def results_db(tmp_path: Path) -> dict[str, Any]:
     return {"url": url, **seed(url)}
 
 
-def mounted(db_url: str) -> Any:
-    """An Airflow-like parent app with the plugin app mounted at /reid (as airflow.api_fastapi.app does)."""
-    from fastapi import FastAPI
-
-    from plugins.reid_ui import create_app
-
-    parent = FastAPI()
-    parent.mount("/reid", create_app(db_url=db_url))
-    return parent
-
-
 @pytest.fixture
 def client(auth_manager: Any, seeded_db: dict[str, Any]) -> Iterator[Any]:
     from fastapi.testclient import TestClient
@@ -124,7 +93,3 @@ def rw_client(auth_manager: Any, results_db: dict[str, Any]) -> Iterator[Any]:
 
     with TestClient(mounted(results_db["url"]), follow_redirects=False) as c:
         yield c
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import jwt
 import pytest
-from conftest import bearer
 from plugin_seed import CLI_RUN_KEY, DAG_ID, NIGHTS, run_id
+from plugin_support import bearer
 
 API_GETS = [
     "/reid/api/results",

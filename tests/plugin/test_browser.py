@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import USERS, auth_env, write_passwords
 from plugin_seed import DAG_ID, NIGHTS, seed
+from plugin_support import USERS, auth_env, write_passwords
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 

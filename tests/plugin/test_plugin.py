@@ -118,8 +118,8 @@ def test_store_url_from_a_connection_in_the_metastore(auth_manager, opened_urls)
 
 
 def test_database_down_is_503_not_a_crash(auth_manager, tokens, tmp_path):
-    from conftest import bearer, mounted
     from fastapi.testclient import TestClient
+    from plugin_support import bearer, mounted
 
     url = "postgresql+psycopg://nobody:x@127.0.0.1:9/none?connect_timeout=2"
     with TestClient(mounted(url)) as c:
