@@ -153,7 +153,10 @@ def _params() -> dict[str, Param]:
             minimum=0,
             maximum=100,
             title="Reference Rank-1 (%)",
-            description=f"Published Rank-1; more than the tolerance below fails the run. Empty: {v.REFERENCE.RANK1}.",
+            description=(
+                f"Expected Rank-1 of this checkpoint; a run more than {v.RULES.REF_ACC_TOLERANCE} pt below it fails. "
+                f"Empty: the published {v.REFERENCE.RANK1}, applied only to the released checkpoint."
+            ),
         ),
         "reference_map": Param(
             None,
@@ -161,7 +164,10 @@ def _params() -> dict[str, Param]:
             minimum=0,
             maximum=100,
             title="Reference mAP (%)",
-            description=f"Published mAP of the checkpoint. Empty: the config's ({v.REFERENCE.MAP}).",
+            description=(
+                f"Expected mAP of this checkpoint. Empty: the published {v.REFERENCE.MAP}, applied only to the "
+                "released checkpoint."
+            ),
         ),
         "notes": Param("", type="string", maxLength=2000, title="Notes", description="Stored with the run."),
     }
