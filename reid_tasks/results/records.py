@@ -272,7 +272,8 @@ class RunVerdict(_Record):
         lines = [f"ALERT [{a.rule}] {a.message}" for a in self.alerts]
         lines += [f"no verdict: {v.message}" for v in self.verdicts if v.regressed is None]
         ok = sum(1 for v in self.verdicts if v.regressed is False)
-        lines.append(f"run {self.run_key}: {len(self.alerts)} alert(s), {ok} check(s) passed, status {self.status}")
+        state = "" if self.status == "running" else f", status {self.status}"  # still running while checked
+        lines.append(f"run {self.run_key}: {len(self.alerts)} alert(s), {ok} check(s) passed{state}")
         return lines
 
 

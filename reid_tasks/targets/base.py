@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from reid_tasks.errors import BenchmarkError, ConversionError, PrecisionNotSupported, TargetError, TargetUnavailable
-from reid_tasks.utils import atomic_write_json, sha256_file
+from reid_tasks.utils import Progress, atomic_write_json, sha256_file
 
 log = logging.getLogger("reid_tasks.targets")
 
@@ -464,6 +464,7 @@ class Target(abc.ABC):
                 session.infer(pad_batch(x, bs) if session.static_batch else x)
             timing = _Timing()
             feats: np.ndarray | None = None
+            progress = Progress(n * repeats, f"{self.name} bs{bs} {artifact.precision}")
             for rep in range(repeats):
                 out = np.empty((n, FEATURE_DIM), dtype=np.float32) if rep == 0 else None
                 infer_s = 0.0
@@ -481,10 +482,12 @@ class Target(abc.ABC):
                     if out is not None:
                         _check_output(self.name, y, x.shape[0])
                         out[s:stop] = y[: stop - s]
+                    progress.update(stop - s)
                 timing.pass_wall_s.append(time.perf_counter() - t_pass)
                 timing.pass_infer_s.append(infer_s)
                 if out is not None:
                     feats = out
+            progress.close()
             if feats is None:  # pragma: no cover - repeats >= 1 checked above
                 raise BenchmarkError(f"{self.name}: no timed pass")
             perf = summarize(
