@@ -87,6 +87,14 @@ def config_opts(params: Mapping[str, Any]) -> list[Any]:
         value = params.get(key)
         if value not in (None, "", []):
             opts += [cfg_key, list(value) if isinstance(value, tuple) else value]
+    given = {k: params.get(k) not in (None, "") for k in ("reference_rank1", "reference_map")}
+    if any(given.values()):  # explicit expectations: check only those given, never a published default beside them
+        for key, cfg_key in (
+            ("reference_rank1", "VALIDATION.REFERENCE.RANK1"),
+            ("reference_map", "VALIDATION.REFERENCE.MAP"),
+        ):
+            if not given[key]:
+                opts += [cfg_key, 0.0]
     if params.get("skip_bad"):
         opts += ["VALIDATION.SKIP_BAD", True]
     return opts

@@ -91,3 +91,23 @@ def test_batch_invariance_detects_difference():
     assert pipeline.batch_invariance([e(1, 90.0), e(16, 90.05)], 0.1) == []
     problems = pipeline.batch_invariance([e(1, 90.0), e(16, 89.5)], 0.1)
     assert len(problems) == 1 and "batch 16" in problems[0]
+
+
+def test_config_opts_from_params():
+    from reid_tasks.config import load_config
+    from reid_tasks.steps import config_opts
+
+    opts = config_opts(
+        {
+            "config_overrides": ["TEST.NECK_FEAT before", "TEST.FEAT_NORM no"],
+            "checkpoint": "/m/x.pth",
+            "batch_sizes": [1, 8],
+            "reference_rank1": 90.0,
+        }
+    )
+    cfg = load_config(opts=opts)
+    assert cfg.TEST.NECK_FEAT == "before" and cfg.TEST.FEAT_NORM == "no" and cfg.TEST.WEIGHT == "/m/x.pth"
+    assert list(cfg.VALIDATION.BATCH_SIZES) == [1, 8]
+    # an explicit Rank-1 expectation does not bring the published mAP of another checkpoint with it
+    assert cfg.VALIDATION.REFERENCE.RANK1 == 90.0 and cfg.VALIDATION.REFERENCE.MAP == 0.0
+    assert load_config(opts=config_opts({})).VALIDATION.REFERENCE.MAP == 85.9
