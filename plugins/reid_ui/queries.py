@@ -118,8 +118,8 @@ def series(store: ResultsStore, sel: SeriesSelector) -> dict[str, Any]:
         keys = {p.run_key for p in ser.points}
         markers = [
             alert_dict(a)
-            for a in store.alerts(since=ser.points[0].started_at)
-            if a.metric == sel.metric and a.series_key == ser.series_key and a.run_key in keys
+            for a in store.alerts(since=ser.points[0].started_at, metric=sel.metric, series_key=ser.series_key)
+            if a.run_key in keys
         ]
     data["alerts"] = markers
     data["points"] = [{**p, "airflow_run": airflow_run(p["dag_id"], p["run_id"])} for p in data["points"]]
@@ -149,8 +149,7 @@ def series_choices(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             key, {"target": key[0], "device_kind": key[1], "batch_size": key[2], "precision": key[3], "rows": 0}
         )
         entry["rows"] += 1
-    order = list(seen.values())
-    return sorted(order, key=lambda c: (-c["rows"], order.index(c)))
+    return sorted(seen.values(), key=lambda c: -c["rows"])  # stable: ties keep first-seen order
 
 
 IDENTITY_COLUMNS = ("started_at", "run_key", "status", "target", "device_kind", "batch_size", "precision")

@@ -178,6 +178,15 @@ def _pct(change: float) -> str:
     return f"{change * 100:+.1f} %"
 
 
+def perf_band(history: Sequence[float], z_threshold: float, min_change: float) -> tuple[float, float, float, float]:
+    """(mean, std, lower, upper) of a perf history (>= 2 points): values inside [lower, upper] raise no
+    perf_history alert (the z-score band widened to the ``min_change`` tolerance)."""
+    mean, std = statistics.fmean(history), statistics.stdev(history)
+    lo = min(mean - z_threshold * std, mean * (1 - min_change))
+    hi = max(mean + z_threshold * std, mean * (1 + min_change))
+    return mean, std, lo, hi
+
+
 def zscore_check(
     metric: str, observed: float, history: Sequence[float], z_threshold: float, min_change: float
 ) -> Check:
@@ -186,15 +195,11 @@ def zscore_check(
     n = len(history)
     if n < 2:
         raise ResultsError(f"zscore_check needs at least 2 history points, got {n}")
-    mean = statistics.fmean(history)
-    std = statistics.stdev(history)
+    mean, std, lo, hi = perf_band(history, z_threshold, min_change)
     z = None if std == 0 or not math.isfinite(std) else spec.sign * (observed - mean) / std
     rel = spec.worse_by(observed, mean) / abs(mean) if mean else math.inf
     # The value at which the rule fires (both conditions met), in the metric's unit.
-    if spec.higher_is_better:
-        threshold = min(mean - z_threshold * std, mean * (1 - min_change))
-    else:
-        threshold = max(mean + z_threshold * std, mean * (1 + min_change))
+    threshold = lo if spec.higher_is_better else hi
     z_bad = z is None or z <= -z_threshold
     regressed = bool(z_bad and rel >= min_change)
     z_text = "n/a (constant history)" if z is None else f"{z:.2f}"

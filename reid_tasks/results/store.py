@@ -60,16 +60,9 @@ T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _RETRIES = 8
-_RETRY_SQLSTATES = {"40001", "40P01"}
-_ALERT_UPDATE = (
-    "series",
-    "observed",
-    "baseline",
-    "threshold",
-    "z",
-    "message",
-    "env_diff",
-)  # serialization failure, deadlock detected
+_RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+# The columns an alert raised again by a re-evaluation updates (its acknowledgement is kept).
+_ALERT_UPDATE = ("series", "observed", "baseline", "threshold", "z", "message", "env_diff")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +116,24 @@ def series_key(series: Mapping[str, Any]) -> str:
     return f"{series['target']}/bs{series['batch_size']}/{series['precision']}" + (
         "/rerank" if series["re_ranking"] else ""
     )
+
+
+def _series_filter(series: Mapping[str, Any]) -> tuple[Any, list[Any]]:
+    """The table of a series (from ``perf_series`` / ``accuracy_series``) and the conditions selecting its rows."""
+    if series["kind"] == "perf":
+        return PerfResult, [
+            PerfResult.target == series["target"],
+            PerfResult.device_kind == series["device_kind"],
+            PerfResult.batch_size == series["batch_size"],
+            PerfResult.precision == series["precision"],
+            PerfResult.mode == series["mode"],
+        ]
+    return AccuracyResult, [
+        AccuracyResult.target == series["target"],
+        AccuracyResult.batch_size == series["batch_size"],
+        AccuracyResult.precision == series["precision"],
+        AccuracyResult.re_ranking.is_(series["re_ranking"]),
+    ]
 
 
 def _is_retryable(exc: DBAPIError) -> bool:
@@ -444,8 +455,12 @@ class ResultsStore:
         since: datetime | None = None,
         run_key: str | None = None,
         limit: int | None = None,
+        *,
+        metric: str | None = None,
+        series_key: str | None = None,
     ) -> list[AlertRecord]:
-        """Alerts, newest first, each with its run's key and Airflow dag_id / run_id (one query)."""
+        """Alerts, newest first, each with its run's key and Airflow dag_id / run_id (one query);
+        ``metric`` / ``series_key``: only the alerts on that metric / series."""
 
         def read(s: Session) -> list[AlertRecord]:
             q = (
@@ -460,6 +475,10 @@ class ResultsStore:
             if run_key is not None:
                 self._run(s, run_key)
                 q = q.where(ValidationRun.run_key == run_key)
+            if metric is not None:
+                q = q.where(Alert.metric == metric)
+            if series_key is not None:
+                q = q.where(Alert.series_key == series_key)
             if limit is not None:
                 q = q.limit(limit)
             return [_alert_record(a, ref) for a, *ref in s.execute(q)]
@@ -593,27 +612,13 @@ class ResultsStore:
             if spec.kind == "perf":
                 kind = device_kind or self._only_device_kind(s, target, batch_size, precision, mode)
                 ser = perf_series(target, kind or "", batch_size, precision, mode)
-                model: Any = PerfResult
                 column = PerfResult.throughput_best if metric == "throughput" else PerfResult.latency_p99_ms
-                conds = [
-                    PerfResult.target == target,
-                    PerfResult.device_kind == (kind or ""),
-                    PerfResult.batch_size == batch_size,
-                    PerfResult.precision == precision,
-                    PerfResult.mode == mode,
-                ]
                 lookback = cfg.perf_lookback
             else:
                 ser = accuracy_series(target, batch_size, precision, re_ranking)
-                model = AccuracyResult
                 column = getattr(AccuracyResult, metric)
-                conds = [
-                    AccuracyResult.target == target,
-                    AccuracyResult.batch_size == batch_size,
-                    AccuracyResult.precision == precision,
-                    AccuracyResult.re_ranking.is_(re_ranking),
-                ]
                 lookback = cfg.history_acc_runs
+            model, conds = _series_filter(ser)
             base_q = (
                 select(
                     ValidationRun.run_key,
@@ -732,12 +737,9 @@ def _run_context(run: ValidationRun) -> dict[str, Any]:
     }
 
 
-def _perf_context(run: ValidationRun, row: PerfResult | None) -> dict[str, Any]:
-    ctx = _run_context(run)
-    if row is not None:
-        ctx["tool_versions"] = dict(row.tool_versions or {})
-        ctx["device_id"] = row.device_id
-    return ctx
+def _perf_context(run: ValidationRun, tool_versions: Mapping[str, Any] | None, device_id: str | None) -> dict[str, Any]:
+    """_run_context plus the perf row's tool versions and device id."""
+    return {**_run_context(run), "tool_versions": dict(tool_versions or {}), "device_id": device_id}
 
 
 def _describe_diff(diff: Mapping[str, list[Any]], base_run: str | None) -> str:
@@ -798,16 +800,8 @@ class _Evaluation:
 
     def _perf(self, row: PerfResult) -> None:
         ser = perf_series(row.target, row.device_kind, row.batch_size, row.precision, row.mode)
-        conds = [
-            PerfResult.target == row.target,
-            PerfResult.device_kind == row.device_kind,
-            PerfResult.batch_size == row.batch_size,
-            PerfResult.precision == row.precision,
-            PerfResult.mode == row.mode,
-        ]
         hist = self._prior(
-            PerfResult,
-            conds,
+            *_series_filter(ser),
             (PerfResult.throughput_best, PerfResult.latency_p99_ms, PerfResult.tool_versions, PerfResult.device_id),
             self.cfg.perf_lookback,
         )
@@ -827,9 +821,9 @@ class _Evaluation:
         base_key = None
         if hist:
             base_run = self._run_by_pk(hist[0][-1])
-            before = {**_run_context(base_run), "tool_versions": dict(hist[0][2] or {}), "device_id": hist[0][3]}
+            before = _perf_context(base_run, hist[0][2], hist[0][3])
             base_key = base_run.run_key
-        after = _perf_context(self.current, row)
+        after = _perf_context(self.current, row.tool_versions, row.device_id)
         for check in (thr, lat):
             if check.observed is None and check.regressed is None:
                 continue  # latency not measured by this target: nothing to report
@@ -837,13 +831,7 @@ class _Evaluation:
 
     def _accuracy(self, row: AccuracyResult) -> None:
         ser = accuracy_series(row.target, row.batch_size, row.precision, row.re_ranking)
-        conds = [
-            AccuracyResult.target == row.target,
-            AccuracyResult.batch_size == row.batch_size,
-            AccuracyResult.precision == row.precision,
-            AccuracyResult.re_ranking.is_(row.re_ranking),
-        ]
-        hist = self._prior(AccuracyResult, conds, (AccuracyResult.rank1, AccuracyResult.mAP), self.cfg.history_acc_runs)
+        hist = self._prior(*_series_filter(ser), (AccuracyResult.rank1, AccuracyResult.mAP), self.cfg.history_acc_runs)
         before = base_key = None
         if hist:
             base_run = self._run_by_pk(hist[0][-1])
@@ -930,9 +918,7 @@ def _series(
     method = "none"
     if spec.kind == "perf":
         if len(good) >= max(cfg.perf_min_history, 2):
-            mean, std = statistics.fmean(good), statistics.stdev(good)
-            lo = min(mean - cfg.perf_z * std, mean * (1 - cfg.perf_min_change))
-            hi = max(mean + cfg.perf_z * std, mean * (1 + cfg.perf_min_change))
+            mean, std, lo, hi = rules.perf_band(good, cfg.perf_z, cfg.perf_min_change)
             baseline, band, method = mean, (lo, hi), "perf_history"
             threshold = lo if spec.higher_is_better else hi
         elif reference is not None:
