@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import DatasetError
+from .utils import replace_dir
 
 __all__ = [
     "DATASET_DIR_NAMES",
@@ -434,13 +435,7 @@ def make_synthetic_market1501(
         info_dict = info.to_dict()
         info_dict["root"] = str(dest)
         (tmp / ".synthetic.json").write_text(json.dumps({"params": params, "info": info_dict}, indent=2) + "\n")
-        old_dir = None
-        if dest.exists():
-            old_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=root))
-            os.replace(dest, old_dir / "d")
-        os.replace(tmp, dest)
-        if old_dir is not None:
-            shutil.rmtree(old_dir, ignore_errors=True)
+        replace_dir(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -23,6 +23,7 @@ class DemoData:
 
 def ensure_demo_data(directory: str | os.PathLike[str], num_ids: int = DEMO_NUM_IDS, seed: int = DEMO_SEED) -> DemoData:
     """Create (or reuse) the synthetic Market-1501 and the demo checkpoint under ``directory``."""
+    import numpy as np
     import torch
 
     from .config import load_config
@@ -36,7 +37,7 @@ def ensure_demo_data(directory: str | os.PathLike[str], num_ids: int = DEMO_NUM_
     if not ckpt.is_file():
         cfg = load_config()
         train = sorted((Path(info.root) / "bounding_box_train").glob("*.jpg"))
-        images = torch.from_numpy(__import__("numpy").stack([preprocess_image(p, cfg) for p in train]))
+        images = torch.from_numpy(np.stack([preprocess_image(p, cfg) for p in train]))
         write_demo_checkpoint(ckpt, calibration_images=images, seed=seed)
         log.info("demo: wrote checkpoint %s (BN statistics from %d training images)", ckpt, len(train))
     return DemoData(dataset_root=str(Path(info.root).parent), checkpoint=str(ckpt))

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import DatasetError, PreprocessError
-from .utils import Progress, atomic_write_json
+from .utils import Progress, atomic_write_json, replace_dir
 
 log = logging.getLogger("reid_tasks.preprocess")
 
@@ -473,17 +473,6 @@ def _fill(
     return hashes, bad
 
 
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Move the finished ``tmp`` directory onto ``dest`` (removing an older ``dest``)."""
-    old = None
-    if dest.exists() or dest.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-        os.replace(dest, old / "d")
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _read_manifest(cache_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((cache_dir / MANIFEST_NAME).read_text())
@@ -598,7 +587,7 @@ def preprocess_dataset(
             "backend": backend,
         }
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -757,7 +746,7 @@ class TensorCache:
             lines = [f"{i} {bin_dir / (stem + '.bin')} {self.width} {self.height}\n" for i, stem in enumerate(stems)]
             (tmp / SEED_INFO_NAME).write_text("".join(lines))
             atomic_write_json(tmp / SEED_MARKER, marker)
-            _replace_dir(tmp, out_dir)
+            replace_dir(tmp, out_dir)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import artifacts_root, data_dir, load_config, overrides
 from .errors import ConfigError, ReidError
-from .utils import atomic_path, atomic_write_json, log
+from .utils import atomic_save_npy, atomic_write_json, log
 
 #: params (DAG trigger form / CLI) -> config keys
 _PARAM_KEYS = {
@@ -116,6 +116,23 @@ def _store(ctx: Mapping[str, Any]) -> Any:
     return ResultsStore.open(ctx.get("db_url") or None)
 
 
+def _run_info(ctx: Mapping[str, Any], **extra: Any) -> Any:
+    """The run's RunInfo from its context (``extra``: hashes, fingerprint, environment known so far)."""
+    from .results import RunInfo
+
+    return RunInfo(
+        run_key=ctx["run_key"],
+        trigger=ctx["trigger"],
+        dag_id=ctx.get("dag_id"),
+        run_id=ctx.get("run_id"),
+        started_at=ctx["started_at"],
+        config_overrides=overrides(cfg_of(ctx)),
+        notes=ctx.get("notes", ""),
+        airflow_url=ctx.get("airflow_url"),
+        **extra,
+    )
+
+
 # ------------------------------------------------------------------------------------------------ prepare
 def prepare_run(
     params: Mapping[str, Any],
@@ -128,7 +145,7 @@ def prepare_run(
 ) -> dict[str, Any]:
     """Resolve config, dataset and checkpoint (demo ones when none are given), create the run directory,
     and record the run as 'running' in the results database. Returns the run context."""
-    from .results import RunInfo, collect_environment
+    from .results import collect_environment
 
     params = dict(params or {})
     config_file = params.get("config_file") or ""
@@ -146,6 +163,7 @@ def prepare_run(
         if not (params.get("checkpoint") or cfg.TEST.WEIGHT):
             opts += ["TEST.WEIGHT", d.checkpoint]
             cfg = load_config(config_file or None, opts)
+    _check_inputs(cfg, str(dataset_root))
     run_key = run_key or local_run_key()
     root = artifacts_root(cfg)
     run_dir = (root / safe_name(run_key)).resolve()
@@ -174,22 +192,21 @@ def prepare_run(
         "started_at": datetime.now(UTC).isoformat(),
     }
     atomic_write_json(run_dir / "context.json", ctx)
-    store = _store(ctx)
-    store.start_run(
-        RunInfo(
-            run_key=run_key,
-            trigger=trigger,
-            dag_id=dag_id,
-            run_id=run_id,
-            started_at=ctx["started_at"],
-            config_overrides=overrides(cfg),
-            environment=collect_environment(),
-            notes=ctx["notes"],
-            airflow_url=airflow_url,
-        )
-    )
+    _store(ctx).start_run(_run_info(ctx, environment=collect_environment()))
     log.info("run %s: dir %s, dataset %s, checkpoint %s", run_key, run_dir, dataset_root, cfg.TEST.WEIGHT)
     return ctx
+
+
+def _check_inputs(cfg: Any, dataset_root: str) -> None:
+    """Fail before any heavy step: unknown targets, an unreadable dataset layout, a missing checkpoint."""
+    from .datasets import Market1501
+    from .targets import get_target
+
+    for name in cfg.VALIDATION.TARGETS:
+        get_target(name, cfg)  # UnknownTarget lists the valid names
+    Market1501(dataset_root)  # DatasetError names the missing/empty folder or the unparseable file
+    if not Path(cfg.TEST.WEIGHT).is_file():
+        raise ConfigError(f"checkpoint not found: {cfg.TEST.WEIGHT} (TEST.WEIGHT / --weights / params.checkpoint)")
 
 
 # ------------------------------------------------------------------------------------------------ data + model
@@ -232,7 +249,7 @@ def reference_features(ctx: Mapping[str, Any], data: Mapping[str, Any]) -> dict[
     n = min(len(cache), int(cfg.VALIDATION.PARITY.SAMPLE))
     feats = torch_features(cfg, cache.batch(0, n), trust=ctx["trust_checkpoint"])
     path = Path(ctx["run_dir"]) / "reference" / "pytorch_fp32.npy"
-    _save_npy(path, feats)
+    atomic_save_npy(path, feats)
     out: dict[str, Any] = {"path": str(path), "num_images": n, "covers_dataset": n == len(cache)}
     if n == len(cache):
         out["metrics"] = _evaluate(cfg, feats, cache).percent()
@@ -302,7 +319,7 @@ def benchmark_artifact(ctx: Mapping[str, Any], artifact: Mapping[str, Any], data
     feats, perf = t.run(art, cache, out_dir)
     feats_path = out_dir / "features.npy"
     if not feats_path.is_file():
-        _save_npy(feats_path, feats)
+        atomic_save_npy(feats_path, feats)
     pure = t.benchmark_pure(art).to_dict() if cfg.VALIDATION.PURE else None
     return {
         "artifact": dict(artifact),
@@ -417,7 +434,7 @@ def record_results(
     data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Upsert the run (with model/ONNX hashes, dataset fingerprint, environment) and its perf/accuracy rows."""
-    from .results import AccuracyRow, RunInfo, collect_environment
+    from .results import AccuracyRow, collect_environment
 
     evaluations = [e for e in evaluations if e]
     store = _store(ctx)
@@ -430,21 +447,13 @@ def record_results(
         }
         for k, v in (perf.get("tool_versions") or {}).items():
             env_extra.setdefault("tool_versions", {})[f"{perf['target']}:{k}"] = v
-    cfg = cfg_of(ctx)
     store.start_run(
-        RunInfo(
-            run_key=ctx["run_key"],
-            trigger=ctx["trigger"],
-            dag_id=ctx.get("dag_id"),
-            run_id=ctx.get("run_id"),
-            started_at=ctx["started_at"],
+        _run_info(
+            ctx,
             model_sha256=(export or {}).get("checkpoint_sha256"),
             onnx_sha256=(export or {}).get("onnx_sha256"),
             dataset_fingerprint=dict((data or {}).get("dataset_fingerprint") or {}),
-            config_overrides=overrides(cfg),
             environment=collect_environment(env_extra),
-            notes=ctx.get("notes", ""),
-            airflow_url=ctx.get("airflow_url"),
         ),
         reset_status=False,
     )
@@ -522,12 +531,6 @@ def finish_run(ctx: Mapping[str, Any], status: str) -> str:
     """Mark the run finished: ``success`` (stored as ``regressed`` when it has open alerts) or ``failed``.
     Returns the stored status."""
     return _store(ctx).finish_run(ctx["run_key"], status)
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
 
 
 def iter_evaluations(ctx: Mapping[str, Any], combos: Iterable[Mapping[str, Any]], export, data, reference):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -33,6 +34,18 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def replace_dir(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Move the finished directory ``tmp`` onto ``dest`` (same file system), removing an older ``dest``."""
+    tmp, dest = Path(tmp), Path(dest)
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+        os.replace(dest, old / "d")
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``dest`` atomically (temp file + rename)."""
     with atomic_path(dest) as tmp:
@@ -48,6 +61,15 @@ def atomic_write_text(dest: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``dest`` atomically."""
     return atomic_write_text(dest, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_save_npy(dest: str | os.PathLike[str], arr: Any) -> Path:
+    """Write ``arr`` to ``dest`` in .npy format atomically."""
+    import numpy as np
+
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+    return Path(dest)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

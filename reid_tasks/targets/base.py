@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from reid_tasks.errors import BenchmarkError, ConversionError, PrecisionNotSupported, TargetError, TargetUnavailable
-from reid_tasks.utils import Progress, atomic_write_json, sha256_file
+from reid_tasks.utils import Progress, atomic_save_npy, atomic_write_json, replace_dir, sha256_file
 
 log = logging.getLogger("reid_tasks.targets")
 
@@ -590,12 +590,8 @@ def _check_output(target: str, y: np.ndarray, rows: int) -> None:
 
 def write_run_outputs(out_dir: str | os.PathLike[str], feats: np.ndarray, perf: PerfRecord) -> None:
     """features.npy + perf.json in ``out_dir`` (atomic)."""
-    from reid_tasks.utils import atomic_path
-
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "features.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, feats)
+    atomic_save_npy(out / "features.npy", feats)
     atomic_write_json(out / "perf.json", perf.to_dict())
 
 
@@ -665,7 +661,7 @@ def build_artifact(
         )
         manifest = {"version": _MANIFEST_VERSION, "key": key, "artifact": artifact.to_dict()}
         atomic_write_json(tmp / MANIFEST_NAME, manifest)
-        _replace_dir(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -689,16 +685,6 @@ def _reuse(final: Path, key: Mapping[str, Any]) -> Artifact | None:
             log.warning("artifact %s: %s changed on disk; rebuilding", final, rel)
             return None
     return artifact
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-        os.replace(final, trash / final.name)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 # --------------------------------------------------------------------------------------------- small helpers

@@ -111,3 +111,19 @@ def test_config_opts_from_params():
     # an explicit Rank-1 expectation does not bring the published mAP of another checkpoint with it
     assert cfg.VALIDATION.REFERENCE.RANK1 == 90.0 and cfg.VALIDATION.REFERENCE.MAP == 0.0
     assert load_config(opts=config_opts({})).VALIDATION.REFERENCE.MAP == 85.9
+
+
+def test_bad_inputs_fail_before_any_heavy_step(tmp_path: Path, synthetic_market: Path, demo_checkpoint: Path, capsys):
+    base = ["run", "--db", f"sqlite:///{tmp_path / 'r.sqlite'}", "VALIDATION.ARTIFACTS_ROOT", str(tmp_path / "runs")]
+    cases = [
+        (["--dataset-root", str(tmp_path / "missing"), "--weights", str(demo_checkpoint)], "does not exist"),
+        (["--dataset-root", str(synthetic_market), "--weights", str(tmp_path / "none.pth")], "checkpoint not found"),
+        (
+            ["--dataset-root", str(synthetic_market), "--weights", str(demo_checkpoint), "--targets", "nope"],
+            "unknown target 'nope'; valid targets: ascend310, onnxruntime",
+        ),
+    ]
+    for extra, message in cases:
+        assert cli.main([*base[:1], *extra, *base[1:]]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing was exported or converted
