@@ -192,7 +192,9 @@ def _run_identity(context: Any) -> dict[str, str]:
         "trigger": "scheduled" if run_type == "scheduled" else "manual",
         "dag_id": dag_run.dag_id,
         "run_id": dag_run.run_id,
-        "airflow_url": f"{base_url}/dags/{dag_run.dag_id}/runs/{quote(dag_run.run_id, safe='')}" if base_url else None,
+        "airflow_url": f"{base_url}/dags/{quote(dag_run.dag_id, safe='')}/runs/{quote(dag_run.run_id, safe='')}"
+        if base_url
+        else None,
     }
 
 

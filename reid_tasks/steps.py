@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import artifacts_root, data_dir, load_config, overrides
 from .errors import ConfigError, ReidError
-from .utils import atomic_save_npy, atomic_write_json, log
+from .utils import atomic_save_npy, atomic_write_json, file_digest, log
 
 #: params (DAG trigger form / CLI) -> config keys
 _PARAM_KEYS = {
@@ -502,13 +502,7 @@ def reference_applies(ctx: Mapping[str, Any]) -> bool:
     path = Path(ctx.get("checkpoint") or "")
     if not path.is_file():
         return False
-    import hashlib
-
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest() == RELEASED_CHECKPOINT_MD5
+    return file_digest(path, "md5") == RELEASED_CHECKPOINT_MD5
 
 
 def check_regressions(ctx: Mapping[str, Any]) -> dict[str, Any]:

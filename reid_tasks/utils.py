@@ -72,13 +72,18 @@ def atomic_save_npy(dest: str | os.PathLike[str], arr: Any) -> Path:
     return Path(dest)
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes (``algorithm``: any hashlib name, e.g. md5 for published checksums)."""
+    h = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    return file_digest(path, "sha256", chunk)
 
 
 def tail(text: str | bytes | None, lines: int = 20) -> str:

@@ -127,3 +127,15 @@ def test_bad_inputs_fail_before_any_heavy_step(tmp_path: Path, synthetic_market:
         assert cli.main([*base[:1], *extra, *base[1:]]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing was exported or converted
+
+
+def test_published_reference_applies_only_to_the_released_checkpoint(demo_checkpoint: Path, monkeypatch):
+    from reid_tasks import steps
+    from reid_tasks.utils import file_digest
+
+    ctx = {"checkpoint": str(demo_checkpoint), "reference_explicit": False}
+    assert not steps.reference_applies(ctx)
+    assert steps.reference_applies({**ctx, "reference_explicit": True})
+    monkeypatch.setattr(steps, "RELEASED_CHECKPOINT_MD5", file_digest(demo_checkpoint, "md5"))
+    assert steps.reference_applies(ctx)
+    assert steps.RELEASED_CHECKPOINT_MD5 != "0811054928b8aa70b6ea64e71ef99aaf"  # the patch took effect
