@@ -78,6 +78,11 @@ def _override_pairs(value: Any) -> list[Any]:
     return out
 
 
+def _references_given(params: Mapping[str, Any]) -> dict[str, bool]:
+    """Which expected-accuracy params the run names explicitly."""
+    return {k: params.get(k) not in (None, "") for k in ("reference_rank1", "reference_map")}
+
+
 def config_opts(params: Mapping[str, Any]) -> list[Any]:
     """The KEY VALUE list that turns ``params`` into a config (overrides first, explicit params last)."""
     opts = _override_pairs(params.get("config_overrides"))
@@ -87,7 +92,7 @@ def config_opts(params: Mapping[str, Any]) -> list[Any]:
         value = params.get(key)
         if value not in (None, "", []):
             opts += [cfg_key, list(value) if isinstance(value, tuple) else value]
-    given = {k: params.get(k) not in (None, "") for k in ("reference_rank1", "reference_map")}
+    given = _references_given(params)
     if any(given.values()):  # explicit expectations: check only those given, never a published default beside them
         for key, cfg_key in (
             ("reference_rank1", "VALIDATION.REFERENCE.RANK1"),
@@ -188,7 +193,7 @@ def prepare_run(
         "cache_dir": str((root / "cache" / safe_name(str(Path(dataset_root).resolve()))[-80:]).resolve()),
         "db_url": db_url,
         "notes": str(params.get("notes") or ""),
-        "reference_explicit": any(params.get(k) not in (None, "") for k in ("reference_rank1", "reference_map")),
+        "reference_explicit": any(_references_given(params).values()),
         "started_at": datetime.now(UTC).isoformat(),
     }
     atomic_write_json(run_dir / "context.json", ctx)
@@ -358,6 +363,7 @@ def evaluate_artifact(
     if feats.shape != (len(cache), 2048):
         raise ReidError(f"{bench['features_path']}: features shape {feats.shape}, expected ({len(cache)}, 2048)")
     metrics = _evaluate(cfg, feats, cache)
+    got = metrics.percent()
     ref = np.load(reference["path"])
     parity = cosine_parity(feats[: len(ref)], ref)
     art = bench["artifact"]
@@ -372,7 +378,6 @@ def evaluate_artifact(
             reasons.append(f"{precision} min cosine {parity.min_cosine:.4f} < {p.REDUCED_MIN_COSINE:g} vs PyTorch")
         ref_metrics = reference.get("metrics")
         if ref_metrics:
-            got = metrics.percent()
             for key in ("rank1", "mAP"):
                 drop = ref_metrics[key] - got[key]
                 if drop > p.REDUCED_MAX_METRIC_DROP:
@@ -383,7 +388,7 @@ def evaluate_artifact(
         "target": art["target"],
         "batch_size": int(art["batch_size"] or bench["perf"]["batch_size"]),
         "precision": precision,
-        "metrics": metrics.percent(),
+        "metrics": got,
         "counts": {
             "valid_queries": int(metrics.num_valid_queries),
             "gallery_size": int(metrics.num_gallery),
