@@ -1,9 +1,11 @@
 """Results history database and regression alerts.
 
-Layers (Conbench's split): ``models`` (SQLAlchemy tables) and ``migrations`` (Alembic), ``rules`` (pure
-statistics, no database), ``store`` (transactions, queries; calls the rules), ``cli`` and ``plot`` at the
-edge. Records passed around (XCom included) are the frozen dataclasses below, each with
-``to_dict()`` / ``from_dict()``.
+Layers (Conbench's split): ``models`` (SQLAlchemy tables) and ``migrations`` (Alembic); ``engine``
+(connections, transactions) and ``store`` (reads and writes rows) with ``queries`` (the SQL feeding the
+rules and charts); ``series``, ``rules`` and ``evaluation`` (pure: what a series is, the rules, applying them
+to a run's observations); ``views`` (the rows the CLI and plugin render); ``cli`` and ``plot`` at the edge.
+Records passed around (XCom included) are the frozen dataclasses below, each with ``to_dict()`` /
+``from_dict()``.
 
 Units: throughput samples/s, latency ms, accuracy in percent (0..100).
 """
@@ -23,8 +25,10 @@ from .records import (
     collect_environment,
 )
 from .rules import METRICS, RuleConfig
-from .store import ResultsStore, RunRecord, series_key
+from .series import series_key
+from .store import ResultsStore
 from .urls import normalize_url, resolve_url
+from .views import RunRecord
 
 __all__ = [
     "METRICS",

@@ -1,0 +1,249 @@
+"""The store's SQL reads that feed the rules and the charts (functions of an open Session).
+
+``series_filter`` selects one series' rows; ``observations`` loads a run's rows with the earlier good
+points of each of their series (what ``evaluation.evaluate`` judges); ``series_points`` / ``series_good``
+read one metric's history for a chart. Baselines are *good* runs only: status 'success', started before
+the run being evaluated, the run itself excluded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..errors import ResultsError
+from .evaluation import Observation, Prior
+from .models import AccuracyResult, Alert, PerfResult, ValidationRun
+from .records import SeriesPoint
+from .rules import RuleConfig
+from .series import accuracy_series, perf_series
+
+# The stored column of each rule measure.
+PERF_COLUMNS = {
+    "throughput": PerfResult.throughput_best,
+    "latency_p99": PerfResult.latency_p99_ms,
+    "card_throughput": PerfResult.card_throughput,
+}
+ACCURACY_COLUMNS = {"rank1": AccuracyResult.rank1, "mAP": AccuracyResult.mAP}
+
+
+def series_filter(series: Mapping[str, Any]) -> tuple[Any, list[Any]]:
+    """The table of a series (from ``perf_series`` / ``accuracy_series``) and the conditions selecting its rows."""
+    if series["kind"] == "perf":
+        return PerfResult, [
+            PerfResult.target == series["target"],
+            PerfResult.device_kind == series["device_kind"],
+            PerfResult.batch_size == series["batch_size"],
+            PerfResult.precision == series["precision"],
+            PerfResult.mode == series["mode"],
+        ]
+    return AccuracyResult, [
+        AccuracyResult.target == series["target"],
+        AccuracyResult.batch_size == series["batch_size"],
+        AccuracyResult.precision == series["precision"],
+        AccuracyResult.re_ranking.is_(series["re_ranking"]),
+    ]
+
+
+def run_context(run: ValidationRun) -> dict[str, Any]:
+    """The fields compared between runs for an alert's env_diff."""
+    return {
+        "model_sha256": run.model_sha256,
+        "onnx_sha256": run.onnx_sha256,
+        "dataset_fingerprint": dict(run.dataset_fingerprint or {}),
+        "config_overrides": dict(run.config_overrides or {}),
+        "environment": dict(run.environment or {}),
+    }
+
+
+def _perf_context(run: ValidationRun, tool_versions: Mapping[str, Any] | None, device_id: str | None) -> dict[str, Any]:
+    """run_context plus a perf row's tool versions and device id."""
+    return {**run_context(run), "tool_versions": dict(tool_versions or {}), "device_id": device_id}
+
+
+class _Loader:
+    """Reads one run's rows and, per row, the earlier good points of its series (one session)."""
+
+    def __init__(self, s: Session, run: ValidationRun, cfg: RuleConfig) -> None:
+        self.s, self.run, self.cfg = s, run, cfg
+        self._runs: dict[int, ValidationRun] = {}
+
+    def _run_by_pk(self, pk: int) -> ValidationRun:
+        if pk not in self._runs:
+            run = self.s.get(ValidationRun, pk)
+            assert run is not None  # foreign key
+            self._runs[pk] = run
+        return self._runs[pk]
+
+    def prior(self, series: Mapping[str, Any], columns: Mapping[str, Any], extra: Sequence[Any], limit: int) -> list:
+        """The newest ``limit`` good rows of a series before this run: (run_key, run_pk, *columns, *extra)."""
+        model, conds = series_filter(series)
+        q = (
+            select(ValidationRun.run_key, model.run_pk, *columns.values(), *extra)
+            .join(ValidationRun, model.run_pk == ValidationRun.id)
+            .where(
+                *conds,
+                model.run_started_at < self.run.started_at,
+                model.run_pk != self.run.id,
+                ValidationRun.status == "success",
+            )
+            .order_by(model.run_started_at.desc())
+            .limit(limit)
+        )
+        return list(self.s.execute(q).all())
+
+    @staticmethod
+    def _priors(hist: Sequence[Any], names: Sequence[str]) -> list[Prior]:
+        return [Prior(run_key=h[0], values=dict(zip(names, h[2 : 2 + len(names)], strict=True))) for h in hist]
+
+    def perf(self, row: PerfResult) -> Observation:
+        ser = perf_series(row.target, row.device_kind, row.batch_size, row.precision, row.mode)
+        extra = (PerfResult.tool_versions, PerfResult.device_id)
+        hist = self.prior(ser, PERF_COLUMNS, extra, self.cfg.perf_lookback)
+        before = _perf_context(self._run_by_pk(hist[0][1]), hist[0][-2], hist[0][-1]) if hist else None
+        return Observation(
+            series=ser,
+            values={name: getattr(row, col.key) for name, col in PERF_COLUMNS.items()},
+            context=_perf_context(self.run, row.tool_versions, row.device_id),
+            history=self._priors(hist, list(PERF_COLUMNS)),
+            before=before,
+        )
+
+    def accuracy(self, row: AccuracyResult) -> Observation:
+        ser = accuracy_series(row.target, row.batch_size, row.precision, row.re_ranking)
+        hist = self.prior(ser, ACCURACY_COLUMNS, (), self.cfg.history_acc_runs)
+        return Observation(
+            series=ser,
+            values={name: float(getattr(row, name)) for name in ACCURACY_COLUMNS},
+            context=run_context(self.run),
+            history=self._priors(hist, list(ACCURACY_COLUMNS)),
+            before=run_context(self._run_by_pk(hist[0][1])) if hist else None,
+        )
+
+
+def observations(s: Session, run: ValidationRun, cfg: RuleConfig) -> tuple[list[Observation], list[Observation]]:
+    """(perf, accuracy) observations of a run, in row order, each with its series' good history."""
+    loader = _Loader(s, run, cfg)
+    perf = s.scalars(select(PerfResult).where(PerfResult.run_pk == run.id).order_by(PerfResult.id)).all()
+    acc = s.scalars(select(AccuracyResult).where(AccuracyResult.run_pk == run.id).order_by(AccuracyResult.id)).all()
+    return [loader.perf(r) for r in perf], [loader.accuracy(r) for r in acc]
+
+
+def only_device_kind(s: Session, target: str, batch_size: int, precision: str, mode: str) -> str | None:
+    """The one device kind a perf series was measured on (None: none yet); ResultsError when several."""
+    kinds = s.scalars(
+        select(PerfResult.device_kind)
+        .where(
+            PerfResult.target == target,
+            PerfResult.batch_size == batch_size,
+            PerfResult.precision == precision,
+            PerfResult.mode == mode,
+        )
+        .distinct()
+    ).all()
+    if len(kinds) > 1:
+        raise ResultsError(
+            f"target {target!r} batch {batch_size} {precision} has results on several device kinds "
+            f"{sorted(kinds)}: choose one"
+        )
+    return kinds[0] if kinds else None
+
+
+def series_history(
+    s: Session, ser: Mapping[str, Any], column: Any, limit: int, lookback: int
+) -> tuple[list[SeriesPoint], list[float]]:
+    """A chart's data: the last ``limit`` finished points of a series (oldest first) and the values of its
+    last ``lookback`` good runs (newest first), the baseline the next run is judged against."""
+    model, conds = series_filter(ser)
+    base_q = (
+        select(
+            ValidationRun.run_key,
+            model.run_started_at,
+            column,
+            ValidationRun.status,
+            ValidationRun.dag_id,
+            ValidationRun.run_id,
+        )
+        .join(ValidationRun, model.run_pk == ValidationRun.id)
+        .where(*conds, column.is_not(None))
+        .order_by(model.run_started_at.desc())
+    )
+    shown = s.execute(base_q.where(ValidationRun.status != "running").limit(limit)).all()
+    good = [
+        v
+        for (v,) in s.execute(
+            select(column)
+            .join(ValidationRun, model.run_pk == ValidationRun.id)
+            .where(*conds, column.is_not(None), ValidationRun.status == "success")
+            .order_by(model.run_started_at.desc())
+            .limit(lookback)
+        )
+    ]
+    points = [
+        SeriesPoint(run_key=k, started_at=t, value=float(v), status=st, good=st == "success", dag_id=d, run_id=r)
+        for k, t, v, st, d, r in reversed(shown)
+    ]
+    return points, good
+
+
+def result_rows(
+    s: Session,
+    *,
+    target: str | None,
+    batch_size: int | None,
+    precision: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    device_kind: str | None,
+    run_key: str | None,
+    limit: int,
+) -> tuple[list[ValidationRun], Sequence[PerfResult], Sequence[AccuracyResult], dict[int, int]]:
+    """The newest ``limit`` runs with rows matching the filters, those rows, and each run's open alert count.
+
+    Every filter in SQL: ``since`` <= run start <= ``until``; ``device_kind`` keeps runs with a perf row of
+    that kind (accuracy alone does not count). Four queries whatever the number of rows.
+    """
+
+    def filt(model: Any) -> list[Any]:
+        conds = []
+        if target is not None:
+            conds.append(model.target == target)
+        if batch_size is not None:
+            conds.append(model.batch_size == int(batch_size))
+        if precision is not None:
+            conds.append(model.precision == precision)
+        if device_kind is not None and model is PerfResult:
+            conds.append(PerfResult.device_kind == device_kind)
+        return conds
+
+    runs_q = select(ValidationRun).order_by(ValidationRun.started_at.desc(), ValidationRun.id.desc())
+    if since is not None:
+        runs_q = runs_q.where(ValidationRun.started_at >= since)
+    if until is not None:
+        runs_q = runs_q.where(ValidationRun.started_at <= until)
+    if run_key is not None:
+        runs_q = runs_q.where(ValidationRun.run_key == run_key)
+    has_rows = select(PerfResult.id).where(PerfResult.run_pk == ValidationRun.id, *filt(PerfResult)).exists()
+    if device_kind is None:
+        has_acc = (
+            select(AccuracyResult.id).where(AccuracyResult.run_pk == ValidationRun.id, *filt(AccuracyResult))
+        ).exists()
+        has_rows = has_rows | has_acc
+    runs = list(s.scalars(runs_q.where(has_rows).limit(limit)))
+    if not runs:
+        return [], [], [], {}
+    ids = [r.id for r in runs]
+    perf = s.scalars(select(PerfResult).where(PerfResult.run_pk.in_(ids), *filt(PerfResult))).all()
+    acc = s.scalars(select(AccuracyResult).where(AccuracyResult.run_pk.in_(ids), *filt(AccuracyResult))).all()
+    open_alerts = dict(
+        s.execute(
+            select(Alert.run_pk, func.count())
+            .where(Alert.run_pk.in_(ids), Alert.acknowledged_at.is_(None))
+            .group_by(Alert.run_pk)
+        ).all()
+    )
+    return runs, perf, acc, open_alerts  # type: ignore[return-value]

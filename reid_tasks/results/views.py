@@ -1,0 +1,183 @@
+"""What the CLI and the plugin render, built from stored rows (no session, no SQL).
+
+``run_record`` / ``alert_record``: one stored run / alert as a record; ``merge_rows``: perf and accuracy of
+runs side by side, one row per run x (target, device kind, batch, precision); ``build_series``: one metric's
+points with the baseline and alert band the next run is judged against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from . import rules
+from .records import AlertRecord, ResultRow, Series, SeriesPoint, _Record
+from .rules import RuleConfig
+from .series import series_key
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord(_Record):
+    """A stored run: its RunInfo fields plus status and finish time."""
+
+    run_key: str
+    trigger: str
+    dag_id: str | None
+    run_id: str | None
+    airflow_url: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    model_sha256: str | None
+    onnx_sha256: str | None
+    dataset_fingerprint: dict[str, Any]
+    config_overrides: dict[str, Any]
+    environment: dict[str, Any]
+    notes: str
+
+
+def run_record(run: Any) -> RunRecord:
+    """A stored ValidationRun as a RunRecord."""
+    return RunRecord(
+        run_key=run.run_key,
+        trigger=run.trigger,
+        dag_id=run.dag_id,
+        run_id=run.run_id,
+        airflow_url=run.airflow_url,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        status=run.status,
+        model_sha256=run.model_sha256,
+        onnx_sha256=run.onnx_sha256,
+        dataset_fingerprint=dict(run.dataset_fingerprint or {}),
+        config_overrides=dict(run.config_overrides or {}),
+        environment=dict(run.environment or {}),
+        notes=run.notes or "",
+    )
+
+
+def alert_record(a: Any, run_key: str, dag_id: str | None, run_id: str | None) -> AlertRecord:
+    """A stored Alert (with its run's key and Airflow dag_id / run_id) as an AlertRecord."""
+    return AlertRecord(
+        id=a.id,
+        run_key=run_key,
+        rule=a.rule,
+        metric=a.metric,
+        series_key=a.series_key,
+        series=dict(a.series or {}),
+        observed=a.observed,
+        baseline=a.baseline,
+        threshold=a.threshold,
+        z=a.z,
+        message=a.message,
+        env_diff=dict(a.env_diff or {}),
+        created_at=a.created_at,
+        acknowledged_at=a.acknowledged_at,
+        acknowledged_by=a.acknowledged_by,
+        dag_id=dag_id,
+        run_id=run_id,
+    )
+
+
+def merge_rows(
+    runs: Sequence[Any], perf: Iterable[Any], acc: Iterable[Any], open_alerts: Mapping[int, int]
+) -> list[ResultRow]:
+    """Stored runs and their perf / accuracy rows as ResultRows, newest run first. Perf columns come from the
+    'real' mode row (``pure_throughput`` from the 'pure' one); accuracy is shown beside each device kind."""
+    perf, acc = list(perf), list(acc)
+    by_run = {r.id: r for r in runs}
+    cells: dict[tuple[int, str, int, str, str | None], dict[str, Any]] = {}
+    kinds: dict[tuple[int, str, int, str], set[str]] = {}
+    for p in perf:
+        kinds.setdefault((p.run_pk, p.target, p.batch_size, p.precision), set()).add(p.device_kind)
+    for p in perf:
+        cell = cells.setdefault((p.run_pk, p.target, p.batch_size, p.precision, p.device_kind), {})
+        if p.mode == "pure":
+            cell["pure_throughput"] = p.throughput_best
+        if p.mode == "real" or "throughput_best" not in cell:
+            cell.update(
+                throughput_best=p.throughput_best if p.mode == "real" else None,
+                throughput_median=p.throughput_median if p.mode == "real" else None,
+                latency_p50_ms=p.latency_p50_ms,
+                latency_p99_ms=p.latency_p99_ms,
+                e2e_throughput=p.e2e_throughput,
+                card_throughput=p.card_throughput,
+            )
+    for a in acc:
+        devs: set[str | None] = set(kinds.get((a.run_pk, a.target, a.batch_size, a.precision)) or {None})
+        for dev in devs:  # accuracy does not depend on the device kind: shown beside each perf row
+            cell = cells.setdefault((a.run_pk, a.target, a.batch_size, a.precision, dev), {})
+            if a.re_ranking:
+                cell.update(rerank_rank1=a.rank1, rerank_mAP=a.mAP)
+            else:
+                cell.update(rank1=a.rank1, rank5=a.rank5, rank10=a.rank10, mAP=a.mAP, mINP=a.mINP, flagged=a.flagged)
+            if a.flagged:
+                cell["flagged"] = True
+    out = []
+    for (run_pk, target, batch, precision, dev), cell in cells.items():
+        run = by_run[run_pk]
+        out.append(
+            ResultRow(
+                run_key=run.run_key,
+                status=run.status,
+                trigger=run.trigger,
+                started_at=run.started_at,
+                target=target,
+                device_kind=dev,
+                batch_size=batch,
+                precision=precision,
+                open_alerts=open_alerts.get(run_pk, 0),
+                dag_id=run.dag_id,
+                run_id=run.run_id,
+                **cell,
+            )
+        )
+    out.sort(
+        key=lambda r: (-r.started_at.timestamp(), r.run_key, r.target, r.device_kind or "", r.batch_size, r.precision)
+    )
+    return out
+
+
+def build_series(
+    metric: str,
+    ser: dict[str, Any],
+    points: list[SeriesPoint],
+    good: list[float],
+    reference: float | None,
+    cfg: RuleConfig,
+) -> Series:
+    """One metric's points and the baseline / band the next run is judged against (``good``: the baseline
+    values, newest first)."""
+    spec = rules.metric_spec(metric)
+    baseline = std = threshold = None
+    band: tuple[float | None, float | None] = (None, None)
+    method = "none"
+    if spec.kind == "perf":
+        if len(good) >= max(cfg.perf_min_history, 2):
+            mean, std, lo, hi = rules.perf_band(good, cfg.perf_z, cfg.perf_min_change)
+            baseline, band, method = mean, (lo, hi), "perf_history"
+            threshold = lo if spec.higher_is_better else hi
+        elif reference is not None:
+            baseline, method = reference, "perf_reference"
+            threshold = reference * (1 - cfg.ref_perf_tolerance)
+            band = (threshold, None)
+    elif good:
+        baseline, method = statistics.median(good), "accuracy_history"
+        threshold = baseline - cfg.history_acc_drop
+        band = (threshold, None)
+    return Series(
+        metric=metric,
+        unit=spec.unit,
+        higher_is_better=spec.higher_is_better,
+        series_key=series_key(ser),
+        series=ser,
+        points=points,
+        baseline=baseline,
+        std=std,
+        threshold=threshold,
+        band=band,
+        method=method,
+    )
