@@ -16,7 +16,7 @@ on every registered inference target, nightly and on demand:
    and the history (fails the run and notifies when a rule fires), **finish** marks the run's status.
 
 Artifacts live in a per-run directory under `VALIDATION.ARTIFACTS_ROOT` (storage every worker sees);
-XCom only carries small JSON records. Results: `reid-validate results`, or the **ReID results** page.
+XCom only carries small JSON records. Results: `reid-validate results`, or the **ReID validation** page.
 """
 
 from __future__ import annotations

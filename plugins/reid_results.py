@@ -1,19 +1,17 @@
-"""Airflow plugin: the ReID validation results UI and API at ``/reid`` ("ReID validation" in the nav).
+"""Airflow plugin: the ReID validation pages and API at ``/reid`` ("ReID validation" in the nav).
 
-Loaded either from the ``airflow.plugins`` entry point (module ``plugins.reid_results``) or from
-Airflow's plugins folder (module ``reid_results``, the folder on sys.path; plugins/.airflowignore keeps
-Airflow from importing reid_ui/ file by file). The app itself lives in ``reid_ui`` and needs no Airflow
-import; authentication goes through the running Airflow's auth manager.
+Registered in one way only: the installed package's ``airflow.plugins`` entry point
+(``reid_results = plugins.reid_results:ReidResultsPlugin`` in setup.cfg). Airflow's plugins folder must
+not hold it too (Airflow would report "Plugin 'reid_results' already registered"); plugins/.airflowignore
+keeps this folder inert should a plugins folder point here. The app itself lives in ``reid_ui`` and needs
+no Airflow import; authentication goes through the running Airflow's auth manager.
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-if __package__:  # plugins.reid_results (entry point)
-    from .reid_ui import create_app
-else:  # reid_results from the plugins folder
-    from reid_ui import create_app  # type: ignore[no-redef]
+from .reid_ui import create_app
 
 URL_PREFIX = "/reid"
 
@@ -21,11 +19,11 @@ reid_app = create_app()
 
 
 class ReidResultsPlugin(AirflowPlugin):
-    """Results table, trend charts and alerts of the reid-validate DAG, plus a JSON/CSV API."""
+    """Results table, run reports, trend charts and alerts of the reid-validate DAG, plus a JSON/CSV API."""
 
     name = "reid_results"
     fastapi_apps = [  # noqa: RUF012 - AirflowPlugin's own attributes are class-level lists
-        {"app": reid_app, "url_prefix": URL_PREFIX, "name": "ReID validation results"},
+        {"app": reid_app, "url_prefix": URL_PREFIX, "name": "ReID validation"},
     ]
     external_views = [  # noqa: RUF012
         {
@@ -34,5 +32,11 @@ class ReidResultsPlugin(AirflowPlugin):
             "url_route": "reid-validation",
             "destination": "nav",
             "category": "browse",
+        },
+        {  # a tab on every DAG run's page: the run report (Airflow fills in the ids)
+            "name": "ReID report",
+            "href": URL_PREFIX + "/runs/{DAG_ID}/{RUN_ID}",
+            "url_route": "reid-report",
+            "destination": "dag_run",
         },
     ]

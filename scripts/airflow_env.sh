@@ -5,7 +5,9 @@ REID_ROOT="${REID_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 export REID_ROOT
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$REID_ROOT/.airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$REID_ROOT/dags}"
-export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$REID_ROOT/plugins}"
+# The "ReID validation" pages are registered by the installed package's `airflow.plugins` entry point
+# (the only registration path); Airflow's plugins folder stays a folder of its own for other plugins.
+export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$AIRFLOW_HOME/plugins}"
 export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-True}"
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
@@ -15,4 +17,4 @@ export PYTHONPATH="$REID_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export REID_DATA_DIR="${REID_DATA_DIR:-$REID_ROOT/.data}"
 VENV_BIN="${VENV_BIN:-$REID_ROOT/.venv/bin}"
 export PATH="$VENV_BIN:$PATH"
-mkdir -p "$AIRFLOW_HOME" "$REID_DATA_DIR"
+mkdir -p "$AIRFLOW_HOME" "$AIRFLOW__CORE__PLUGINS_FOLDER" "$REID_DATA_DIR"

@@ -87,7 +87,7 @@ def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) ->
         holder.close()
 
     app = FastAPI(
-        title="ReID validation results",
+        title="ReID validation",
         description="Results history of the reid-validate DAG: performance, accuracy, regression alerts.",
         lifespan=lifespan,
         docs_url=None,

@@ -1,5 +1,5 @@
-"""End to end in Debian's headless Chromium: a real `airflow api-server` with the plugin from the plugins
-folder and the simple auth manager; log in on Airflow's login page, open /reid/, check the table and the
+"""End to end in Debian's headless Chromium: a real `airflow api-server` with the plugin (from the package's
+entry point) and the simple auth manager; log in on Airflow's login page, open /reid/, check the table and the
 SVG charts, and leave a screenshot in test-output/plugin/ (and the server log beside it).
 
 Needs `apt-get install chromium` (/usr/bin/chromium) and the playwright Python package; no browser is
@@ -37,18 +37,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _plugin_source(tmp_path: Path) -> tuple[Path, list[str]]:
-    """(plugins folder, extra PYTHONPATH). Installed package: an empty folder, its entry point loads the
-    plugin; otherwise ROOT/plugins with ROOT importable. Never both: Airflow would register it twice."""
-    from importlib.metadata import entry_points
-
-    if any(ep.name == "reid_results" for ep in entry_points(group="airflow.plugins")):
-        empty = tmp_path / "plugins"
-        empty.mkdir()
-        return empty, []
-    return ROOT / "plugins", [str(ROOT)]
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,7 +60,7 @@ def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout: float =
 
 @pytest.fixture
 def airflow_server(tmp_path: Path):
-    """`airflow api-server` on a free local port: temp AIRFLOW_HOME, SQLite, plugin from ROOT/plugins."""
+    """`airflow api-server` on a free local port: temp AIRFLOW_HOME, SQLite, plugin from its entry point."""
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is not installed: apt-get install -y chromium chromium-driver")
     home = tmp_path / "airflow"
@@ -80,7 +68,8 @@ def airflow_server(tmp_path: Path):
     results_url = f"sqlite:///{tmp_path / 'results.sqlite'}"
     seed(results_url)
     port = _free_port()
-    plugins_folder, pythonpath = _plugin_source(tmp_path)
+    plugins_folder = tmp_path / "plugins"  # empty: the package's entry point registers the plugin
+    plugins_folder.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "REID_"))}
     env.update(
         auth_env(write_passwords(tmp_path / "passwords.json")),
@@ -93,7 +82,6 @@ def airflow_server(tmp_path: Path):
         AIRFLOW__API__WORKERS="1",
         REID_RESULTS_DB_URL=results_url,
         REID_DATA_DIR=str(tmp_path / "data"),
-        PYTHONPATH=os.pathsep.join(filter(None, [*pythonpath, env.get("PYTHONPATH")])),
     )
     airflow = [sys.executable, "-m", "airflow"]
     # cwd outside ROOT: `python -m` puts the cwd on sys.path, and an egg-info there is a second distribution.

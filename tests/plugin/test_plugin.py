@@ -1,4 +1,4 @@
-"""The plugin as Airflow loads it: from the plugins folder and through the package's entry point."""
+"""The plugin as Airflow loads it: through the package's entry point, once."""
 
 from __future__ import annotations
 
@@ -12,26 +12,53 @@ ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = ROOT / "plugins"
 
 
-def test_plugins_folder_loads_only_the_plugin_module(monkeypatch):
-    """Airflow imports every .py of the folder; .airflowignore keeps reid_ui/ and __init__.py out of that."""
+LOAD_LIKE_THE_API_SERVER = """
+import json
+from airflow import plugins_manager
+plugins_manager.get_fastapi_plugins()  # what airflow.api_fastapi.app.init_plugins calls
+print(json.dumps({"plugins": [p["name"] for p in plugins_manager.get_plugin_info()],
+                  "errors": plugins_manager.get_import_errors()}))
+"""
+
+
+@pytest.mark.parametrize("plugins_folder", ["default", "checkout"])
+def test_plugins_load_once_without_import_errors(tmp_path, plugins_folder):
+    """Plugins loaded as the api-server loads them, in the environment `make airflow` sets up: the entry
+    point registers reid_results once; a plugins folder pointed at this checkout's plugins/ adds nothing."""
+    import json
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "REID_"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        REID_DATA_DIR=str(tmp_path / "data"),
+        VENV_BIN=str(Path(sys.executable).parent),
+    )
+    if plugins_folder == "checkout":
+        env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PLUGIN_DIR)
+    script = f'source "{ROOT}/scripts/airflow_env.sh" && exec python -c "$0"'
+    done = subprocess.run(
+        ["bash", "-c", script, LOAD_LIKE_THE_API_SERVER],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["errors"] == {}
+    assert loaded["plugins"].count("reid_results") == 1, loaded
+
+
+def test_plugins_folder_of_the_checkout_loads_nothing(monkeypatch):
+    """.airflowignore keeps plugins/ inert as a plugins folder: the entry point is the one registration."""
     from airflow._shared.plugins_manager import _load_plugins_from_plugin_directory
 
-    monkeypatch.syspath_prepend(str(PLUGIN_DIR))  # Airflow puts the plugins folder on sys.path
-    before = set(sys.modules)
-    try:
-        plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=str(PLUGIN_DIR))
-        assert errors == {}
-        assert [p.name for p in plugins] == ["reid_results"]
-        assert str(plugins[0].source) == "$PLUGINS_FOLDER/reid_results.py"
-        from_folder = {
-            name
-            for name in set(sys.modules) - before
-            if "." not in name and str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(PLUGIN_DIR))
-        }
-        assert from_folder == {"reid_results", "reid_ui"}, from_folder
-    finally:
-        for name in [m for m in sys.modules if m == "reid_results" or m.split(".")[0] == "reid_ui"]:
-            del sys.modules[name]
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=str(PLUGIN_DIR))
+    assert (plugins, errors) == ([], {})
 
 
 def test_entry_point_class_is_a_valid_plugin():
@@ -47,9 +74,9 @@ def test_entry_point_class_is_a_valid_plugin():
     assert isinstance(app["app"], FastAPI) and app["url_prefix"] == "/reid"
     assert not any(app["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
     FastAPIAppResponse.model_validate({**app, "app": "FastAPI"})
-    (view,) = ReidResultsPlugin.external_views
-    parsed = ExternalViewResponse.model_validate(view)
-    assert parsed.name == "ReID validation" and parsed.href == "/reid/" and parsed.destination == "nav"
+    nav, run_tab = (ExternalViewResponse.model_validate(v) for v in ReidResultsPlugin.external_views)
+    assert nav.name == "ReID validation" and nav.href == "/reid/" and nav.destination == "nav"
+    assert run_tab.destination == "dag_run" and run_tab.href == "/reid/runs/{DAG_ID}/{RUN_ID}"
 
 
 def test_setup_cfg_registers_the_entry_point():
