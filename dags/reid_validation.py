@@ -29,11 +29,18 @@ from airflow.sdk import Param, TaskGroup, dag, task
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
 from reid_tasks.config import load_config
+from reid_tasks.settings import (
+    BATCH_SIZE_RANGE,
+    OVERRIDE_ITEM_PATTERN,
+    OVERRIDE_KEY_PATTERN,
+    OVERRIDE_LINES_PATTERN,
+    RUN_SETTABLE_KEYS,
+    SOC_VERSIONS,
+)
 from reid_tasks.targets import PRECISIONS, get_target, target_names
 
 CFG = load_config(os.environ.get("REID_CONFIG_FILE") or None)
 TARGETS = list(target_names())
-SOC_VERSIONS = ["Ascend310", "Ascend310P1", "Ascend310P3", "Ascend310B1", "Ascend910", "Ascend910B"]
 DEFAULT_QUEUE = "default"
 CPU_BENCH_POOL = "cpu_bench"
 
@@ -77,32 +84,55 @@ def benchmark_pool(target_name: str) -> str:
 
 
 def _params() -> dict[str, Param]:
+    """The trigger form. Where empty means "use the deployment's value" the type is nullable, so the form can
+    be submitted with its defaults. Bounds sit in ``allOf``: the form's number field clamps to a top-level
+    minimum/maximum without a word (150 became 100); nested, they only validate, so a bad value is refused."""
     v = CFG.VALIDATION
+    roots = "VALIDATION.ALLOWED_ROOTS of the deployment (default: its data dir)"
+    run_keys = ", ".join(k + ("*" if k.endswith(".") else "") for k in RUN_SETTABLE_KEYS)
     return {
         "checkpoint": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Checkpoint",
-            description="Path of the reid-strong-baseline .pth checkpoint on the workers; empty: the demo checkpoint.",
+            description=(
+                "Path of the reid-strong-baseline .pth checkpoint on the workers, under the allowed roots "
+                f"({roots}). Empty: the deployment's checkpoint (TEST.WEIGHT); when it names none, the demo "
+                "checkpoint if the deployment allows demo runs (VALIDATION.DEMO), else the run fails."
+            ),
         ),
         "config_file": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Config file",
-            description="A reid-strong-baseline / reid-validate yml merged over the defaults; empty: none.",
+            description=(
+                "A reid-strong-baseline / reid-validate yml on the workers, under the allowed roots, merged over "
+                "the deployment configuration; it may set run settings only (see Config overrides). Empty: none."
+            ),
         ),
         "config_overrides": Param(
-            [],
-            type=["array", "object"],
-            items={"type": "string", "pattern": r"^\S+\s+\S.*$"},
+            None,
+            type=["null", "string", "array", "object"],
+            maxLength=5000,
+            pattern=OVERRIDE_LINES_PATTERN,
+            items={"type": "string", "pattern": OVERRIDE_ITEM_PATTERN},
+            propertyNames={"pattern": OVERRIDE_KEY_PATTERN},
             title="Config overrides",
-            description='"KEY VALUE" lines (e.g. "TEST.NECK_FEAT before"), or an object {"KEY": value}.',
+            description=(
+                'One KEY VALUE per line, e.g. TEST.NECK_FEAT before (also a JSON list of "KEY VALUE" strings or '
+                f'an object {{"KEY": value}}). Run settings only: {run_keys}. Anything else (tools, paths, '
+                "database, rule and parity thresholds) belongs to the deployment configuration. Empty: none."
+            ),
         ),
         "dataset_root": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Dataset root",
-            description="Market-1501 directory (query/, bounding_box_test/) on the workers; empty: synthetic demo set.",
+            description=(
+                "Market-1501 directory (query/, bounding_box_test/) on the workers, under the allowed roots. "
+                "Empty: the deployment's dataset (DATASETS.ROOT_DIR); when it names none, the synthetic demo set "
+                "if the deployment allows demo runs (VALIDATION.DEMO), else the run fails."
+            ),
         ),
         "targets": Param(
             list(v.TARGETS),
@@ -111,16 +141,18 @@ def _params() -> dict[str, Param]:
             uniqueItems=True,
             minItems=1,
             title="Targets",
-            description=f"Inference targets to validate; registered: {', '.join(TARGETS)}.",
+            description=f"Inference targets to validate, one per line; registered: {', '.join(TARGETS)}.",
         ),
         "batch_sizes": Param(
             list(v.BATCH_SIZES),
             type="array",
-            items={"type": "integer", "minimum": 1, "maximum": 256},
+            items={"type": "integer", "minimum": BATCH_SIZE_RANGE[0], "maximum": BATCH_SIZE_RANGE[1]},
             uniqueItems=True,
             minItems=1,
             title="Batch sizes",
-            description="One artifact is built and benchmarked per batch size (1..256).",
+            description=(
+                f"One artifact is built and benchmarked per batch size ({BATCH_SIZE_RANGE[0]}..{BATCH_SIZE_RANGE[1]})."
+            ),
         ),
         "precisions": Param(
             list(v.PRECISIONS),
@@ -129,47 +161,55 @@ def _params() -> dict[str, Param]:
             uniqueItems=True,
             minItems=1,
             title="Precisions",
-            description="Precisions a target cannot do are not scheduled for it.",
+            description=f"One of {', '.join(PRECISIONS)} per line; ones a target cannot do are not scheduled for it.",
         ),
         "soc_version": Param(
             v.ASCEND.SOC_VERSION,
             type="string",
-            enum=SOC_VERSIONS,
+            enum=list(SOC_VERSIONS),
             title="Ascend SoC version",
             description="ATC --soc_version (Ascend targets only).",
         ),
         "device_ids": Param(
             [int(d) for d in v.ASCEND.DEVICE_IDS],
             type="array",
-            items={"type": "integer", "minimum": 0},
+            items={"type": "integer", "enum": [int(d) for d in v.ASCEND.DEVICE_IDS]},
             uniqueItems=True,
             minItems=1,
             title="Ascend device ids",
-            description="Devices the Ascend benchmark may use (the first one runs it).",
+            description=(
+                "Devices the Ascend benchmark may use (the first one runs it), among the deployment's "
+                f"{[int(d) for d in v.ASCEND.DEVICE_IDS]}."
+            ),
         ),
         "reference_rank1": Param(
             None,
             type=["null", "number"],
-            minimum=0,
-            maximum=100,
+            allOf=[{"minimum": 0, "maximum": 100}],
             title="Reference Rank-1 (%)",
             description=(
-                f"Expected Rank-1 of this checkpoint; a run more than {v.RULES.REF_ACC_TOLERANCE} pt below it fails. "
-                f"Empty: the published {v.REFERENCE.RANK1}, applied only to the released checkpoint."
+                "Expected Rank-1 of this checkpoint, 0..100; a run more than "
+                f"{v.RULES.REF_ACC_TOLERANCE} pt below it fails. Empty: the published {v.REFERENCE.RANK1}, "
+                "applied only to the released checkpoint."
             ),
         ),
         "reference_map": Param(
             None,
             type=["null", "number"],
-            minimum=0,
-            maximum=100,
+            allOf=[{"minimum": 0, "maximum": 100}],
             title="Reference mAP (%)",
             description=(
-                f"Expected mAP of this checkpoint. Empty: the published {v.REFERENCE.MAP}, applied only to the "
-                "released checkpoint."
+                f"Expected mAP of this checkpoint, 0..100. Empty: the published {v.REFERENCE.MAP}, applied only to "
+                "the released checkpoint."
             ),
         ),
-        "notes": Param("", type="string", maxLength=2000, title="Notes", description="Stored with the run."),
+        "notes": Param(
+            None,
+            type=["null", "string"],
+            maxLength=2000,
+            title="Notes",
+            description="Free text stored with the run (up to 2000 characters). Empty: none.",
+        ),
     }
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from .config import artifacts_root, data_dir, load_config, overrides
 from .errors import ConfigError, ReidError
+from .settings import flat, parse_overrides
 from .utils import atomic_save_npy, atomic_write_json, file_digest, log
 
 #: params (DAG trigger form / CLI) -> config keys
@@ -58,26 +59,6 @@ def local_run_key() -> str:
     return f"local/{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-def _override_pairs(value: Any) -> list[Any]:
-    """config_overrides as a flat KEY VALUE list: accepts ["K V", ...], [K, V, ...] or {K: V}."""
-    if not value:
-        return []
-    if isinstance(value, Mapping):
-        return [x for kv in value.items() for x in kv]
-    if isinstance(value, str):
-        value = [value]
-    out: list[Any] = []
-    for item in value:
-        if isinstance(item, str) and " " in item.strip():
-            key, _, val = item.strip().partition(" ")
-            out += [key, val.strip()]
-        else:
-            out.append(item)
-    if len(out) % 2:
-        raise ConfigError(f"config_overrides must be KEY VALUE pairs, got {value!r}")
-    return out
-
-
 def _references_given(params: Mapping[str, Any]) -> dict[str, bool]:
     """Which expected-accuracy params the run names explicitly."""
     return {k: params.get(k) not in (None, "") for k in ("reference_rank1", "reference_map")}
@@ -85,7 +66,7 @@ def _references_given(params: Mapping[str, Any]) -> dict[str, bool]:
 
 def config_opts(params: Mapping[str, Any]) -> list[Any]:
     """The KEY VALUE list that turns ``params`` into a config (overrides first, explicit params last)."""
-    opts = _override_pairs(params.get("config_overrides"))
+    opts = flat(parse_overrides(params.get("config_overrides")))
     if params.get("checkpoint"):
         opts += ["TEST.WEIGHT", str(params["checkpoint"])]
     for key, cfg_key in _PARAM_KEYS.items():

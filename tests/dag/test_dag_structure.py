@@ -140,9 +140,52 @@ def test_params_defaults_are_valid_and_run_the_demo(dag, scheduler_dag):
     values = validate(scheduler_dag, {})
     assert values["targets"] == ["onnxruntime"]
     assert values["batch_sizes"] == [1, 16]
-    assert values["checkpoint"] == "" and values["dataset_root"] == ""
+    for name in ("checkpoint", "config_file", "config_overrides", "dataset_root", "notes"):
+        assert values[name] is None, name
     for name, param in dag.params.items():
         assert param.schema.get("title") and param.description, name
+
+
+def test_form_submits_with_defaults_and_shows_their_meaning(scheduler_dag):
+    """Airflow 3.3's form marks a field required unless its type includes "null" (isParamRequired.tsx):
+    every param whose default is empty is nullable, and its description says what empty means."""
+    for name, param in scheduler_dag.params.items():
+        types = param.schema["type"] if isinstance(param.schema["type"], list) else [param.schema["type"]]
+        if param.value in (None, "", []):
+            assert "null" in types, f"{name}: the form would require it"
+            assert param.value is None, name
+            assert "Empty:" in param.description, f"{name}: the description does not say what empty means"
+
+
+def test_number_bounds_are_not_clamped_by_the_form(scheduler_dag):
+    """The form's number field clamps to a top-level minimum/maximum (Reference Rank-1 150 became 100);
+    the bounds live in allOf, where they only validate: 150 is refused with the reason."""
+    for name in ("reference_rank1", "reference_map"):
+        schema = scheduler_dag.params.get_param(name).schema
+        assert "maximum" not in schema and "minimum" not in schema, name
+    with pytest.raises(ParamValidationError, match="150"):
+        validate(scheduler_dag, {"reference_rank1": 150})
+    assert validate(scheduler_dag, {"reference_rank1": 100, "reference_map": 0})["reference_rank1"] == 100
+
+
+def test_overrides_accept_key_value_lines_and_json_forms(scheduler_dag):
+    """Airflow renders a multi-type param as a textarea that keeps text that is not JSON as a string."""
+    schema = scheduler_dag.params.get_param("config_overrides").schema
+    assert [t for t in schema["type"] if t != "null"] == ["string", "array", "object"] and "enum" not in schema
+    lines = "TEST.NECK_FEAT before\n\n# speed-only export\nTEST.FEAT_NORM no\r\nVALIDATION.BATCH_SIZES [1, 4]\n"
+    assert validate(scheduler_dag, {"config_overrides": lines})["config_overrides"] == lines
+    validate(scheduler_dag, {"config_overrides": ["TEST.NECK_FEAT before"]})
+    validate(scheduler_dag, {"config_overrides": {"TEST.NECK_FEAT": "before"}})
+    from reid_tasks.settings import parse_overrides
+
+    assert parse_overrides(lines) == [
+        ("TEST.NECK_FEAT", "before"),
+        ("TEST.FEAT_NORM", "no"),
+        ("VALIDATION.BATCH_SIZES", "[1, 4]"),
+    ]
+    for bad in ("TEST.NECK_FEAT", "TEST.NECK_FEAT before\nnot a key", "rm -rf /", ["TEST.NECK_FEAT"], {"a b": 1}):
+        with pytest.raises(ParamValidationError):
+            validate(scheduler_dag, {"config_overrides": bad})
 
 
 def test_params_accept_good_input(scheduler_dag):
@@ -153,7 +196,7 @@ def test_params_accept_good_input(scheduler_dag):
             "batch_sizes": [1, 4, 256],
             "precisions": ["fp32", "int8"],
             "soc_version": "Ascend310P3",
-            "device_ids": [0, 1],
+            "device_ids": [0],
             "reference_rank1": 94.5,
             "reference_map": 85.9,
             "config_overrides": ["TEST.NECK_FEAT before"],
@@ -177,6 +220,8 @@ def test_params_accept_good_input(scheduler_dag):
         {"soc_version": "Ascend999"},
         {"device_ids": [-1]},
         {"reference_rank1": 101},
+        {"reference_rank1": 150},
+        {"device_ids": [7]},
         {"reference_map": -1},
         {"config_overrides": ["TEST.NECK_FEAT"]},
         {"notes": 5},
