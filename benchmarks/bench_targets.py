@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from reid_tasks.config import load_config
 from reid_tasks.targets import get_target
-from reid_tasks.targets.base import cpu_count, cpu_flags
 from reid_tasks.targets.parity import assess, evaluate_features
+from reid_tasks.utils import cpu_count, cpu_flags
 
 GFLOP_PER_IMAGE = 8.1
 CONFIGS = [

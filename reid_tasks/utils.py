@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, hashing, progress reporting, subprocess tails."""
+"""Small shared helpers: atomic writes, hashing, progress reporting, subprocess tails, host facts."""
 
 from __future__ import annotations
 
@@ -93,6 +93,36 @@ def tail(text: str | bytes | None, lines: int = 20) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def cpu_flags() -> frozenset[str]:
+    """CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_count() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def dist_version(name: str) -> str | None:
+    """Installed version of a distribution without importing it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 class Progress:

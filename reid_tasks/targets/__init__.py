@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from reid_tasks.errors import TargetError
-from reid_tasks.targets.base import (
-    PRECISIONS,
-    Artifact,
-    BuildOutput,
-    PerfRecord,
-    Session,
-    Target,
-)
+from reid_tasks.targets.base import Session, Target
+from reid_tasks.targets.records import PRECISIONS, Artifact, BuildOutput, PerfRecord
 
 __all__ = [
     "PRECISIONS",
@@ -36,8 +30,6 @@ __all__ = [
     "Target",
     "UnknownTarget",
     "get_target",
-    "plan",
-    "plan_with_skips",
     "register_target",
     "target_names",
 ]
@@ -91,48 +83,6 @@ def get_target(name: str, cfg: Any | None = None) -> Target:
     if not isinstance(target, Target):
         raise TargetError(f"target {name!r}: factory returned {type(target).__name__}, not a Target")
     return target
-
-
-def plan_with_skips(
-    targets: Iterable[str | Target],
-    batch_sizes: Sequence[int],
-    precisions: Sequence[str],
-    cfg: Any | None = None,
-) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str, str]]]:
-    """(combinations to run, combinations dropped with the reason) for every target x batch x precision.
-
-    A combination is dropped when the precision is not in the target's ``supported_precisions()``. Target
-    availability is not checked here: the DAG's tasks run on the target's own queue, not where it is parsed.
-    """
-    keep: list[tuple[str, int, str]] = []
-    skipped: list[tuple[str, int, str, str]] = []
-    for t in targets:
-        target = t if isinstance(t, Target) else get_target(t, cfg)
-        supported = target.supported_precisions()
-        for precision in precisions:
-            for batch in batch_sizes:
-                if precision not in PRECISIONS:
-                    skipped.append((target.name, batch, precision, f"unknown precision; use {list(PRECISIONS)}"))
-                elif precision not in supported:
-                    skipped.append(
-                        (target.name, batch, precision, f"{target.name} supports {list(supported)} on this machine")
-                    )
-                else:
-                    keep.append((target.name, int(batch), precision))
-    return keep, skipped
-
-
-def plan(
-    targets: Iterable[str | Target],
-    batch_sizes: Sequence[int],
-    precisions: Sequence[str],
-    cfg: Any | None = None,
-) -> list[tuple[str, int, str]]:
-    """The (target, batch, precision) combinations the targets can do; dropped ones are logged."""
-    keep, skipped = plan_with_skips(targets, batch_sizes, precisions, cfg)
-    for name, batch, precision, reason in skipped:
-        log.info("plan: skipping %s batch %s %s: %s", name, batch, precision, reason)
-    return keep
 
 
 register_target("onnxruntime", "reid_tasks.targets.onnxruntime:OnnxRuntimeTarget")

@@ -45,18 +45,9 @@ from reid_tasks.errors import (
     TargetUnavailable,
 )
 from reid_tasks.targets import ascend_tools as at
-from reid_tasks.targets.base import (
-    FEATURE_DIM,
-    Artifact,
-    BatchSource,
-    BuildOutput,
-    PerfRecord,
-    Target,
-    _Timing,
-    as_source,
-    summarize,
-    write_run_outputs,
-)
+from reid_tasks.targets.base import Target
+from reid_tasks.targets.records import FEATURE_DIM, Artifact, BuildOutput, PerfRecord
+from reid_tasks.targets.timing import BatchSource, Timing, as_source, summarize, write_run_outputs
 from reid_tasks.utils import atomic_write_text, tail
 
 log = logging.getLogger("reid_tasks.targets.ascend")
@@ -804,7 +795,7 @@ class AscendTarget(Target):
         soc = artifact.extra.get("soc_version")
         if soc and soc != kind:
             log.warning("ascend310: %s was built for %s but device %d is %s", artifact.path, soc, dev, kind)
-        timing = _Timing(
+        timing = Timing(
             latencies=[ms / 1e3 for r in reps for ms in r.latencies_ms],
             pass_infer_s=[samples / r.throughput for r in reps],
             pass_wall_s=[samples / r.e2e_throughput for r in reps if r.e2e_throughput],

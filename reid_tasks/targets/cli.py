@@ -9,7 +9,7 @@ from typing import Any
 
 from reid_tasks.errors import TargetError
 from reid_tasks.targets import PRECISIONS, get_target, target_names
-from reid_tasks.targets.base import MANIFEST_NAME, Artifact
+from reid_tasks.targets.records import MANIFEST_NAME, Artifact
 
 
 def register(subparsers: Any) -> None:

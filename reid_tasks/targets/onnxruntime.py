@@ -25,18 +25,10 @@ from typing import Any
 import numpy as np
 
 from reid_tasks.errors import ConversionError
-from reid_tasks.targets.base import (
-    FEATURE_DIM,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    Artifact,
-    BuildOutput,
-    Session,
-    Target,
-    cpu_count,
-    dist_version,
-    select_calibration,
-)
+from reid_tasks.targets.base import Session, Target
+from reid_tasks.targets.build import select_calibration
+from reid_tasks.targets.records import FEATURE_DIM, INPUT_NAME, OUTPUT_NAME, Artifact, BuildOutput
+from reid_tasks.utils import cpu_count, dist_version
 
 log = logging.getLogger("reid_tasks.targets.onnxruntime")
 

@@ -26,17 +26,10 @@ from typing import Any
 import numpy as np
 
 from reid_tasks.errors import ConversionError, PrecisionNotSupported
-from reid_tasks.targets.base import (
-    INPUT_NAME,
-    Artifact,
-    BuildOutput,
-    Session,
-    Target,
-    cpu_count,
-    cpu_flags,
-    dist_version,
-    select_calibration,
-)
+from reid_tasks.targets.base import Session, Target
+from reid_tasks.targets.build import select_calibration
+from reid_tasks.targets.records import INPUT_NAME, Artifact, BuildOutput
+from reid_tasks.utils import cpu_count, cpu_flags, dist_version
 
 log = logging.getLogger("reid_tasks.targets.openvino")
 

@@ -43,20 +43,11 @@ class Assessment:
 
 
 def parity_stats(features: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
-    """(min cosine, mean cosine, max abs diff) per row; reid_tasks.evaluate.cosine_parity when present."""
-    try:
-        from reid_tasks.evaluate import cosine_parity
-    except ImportError:  # pragma: no cover - evaluate.py is part of the package
-        cosine_parity = None
-    if cosine_parity is not None:
-        s = cosine_parity(features, reference)
-        return s.min_cosine, s.mean_cosine, s.max_abs_diff
-    x = np.asarray(features, np.float64)
-    y = np.asarray(reference, np.float64)
-    if x.shape != y.shape or x.size == 0:
-        raise EvaluationError(f"parity: shapes differ or empty: {x.shape} vs {y.shape}")
-    cos = np.einsum("ij,ij->i", x, y) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-30)
-    return float(cos.min()), float(cos.mean()), float(np.abs(x - y).max())
+    """(min cosine, mean cosine, max abs diff) per row (reid_tasks.evaluate.cosine_parity)."""
+    from reid_tasks.evaluate import cosine_parity
+
+    s = cosine_parity(features, reference)
+    return s.min_cosine, s.mean_cosine, s.max_abs_diff
 
 
 def _percent(metrics: Any) -> dict[str, float] | None:
@@ -152,16 +143,3 @@ def evaluate_features(features: np.ndarray, cache: Any, cfg: Any = None) -> Any:
         feat_norm=cfg.TEST.FEAT_NORM == "yes",
         rerank=cfg.TEST.RE_RANKING == "yes",
     )
-
-
-def assess_artifact(
-    features: np.ndarray,
-    reference_features: np.ndarray,
-    cache: Any,
-    precision: str,
-    cfg: Any = None,
-    fp32_metrics: Any = None,
-) -> tuple[Any, Assessment]:
-    """Metrics of ``features`` on ``cache`` and their Assessment (the DAG's accuracy step for one artifact)."""
-    metrics = evaluate_features(features, cache, cfg)
-    return metrics, assess(features, reference_features, metrics, fp32_metrics, precision, cfg)

@@ -21,16 +21,9 @@ from typing import Any
 import numpy as np
 
 from reid_tasks.errors import ConversionError, PrecisionNotSupported, TargetError
-from reid_tasks.targets.base import (
-    Artifact,
-    BuildOutput,
-    Session,
-    Target,
-    cpu_count,
-    cpu_flags,
-    dist_version,
-)
-from reid_tasks.utils import sha256_file
+from reid_tasks.targets.base import Session, Target
+from reid_tasks.targets.records import Artifact, BuildOutput
+from reid_tasks.utils import cpu_count, cpu_flags, dist_version, sha256_file
 
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 COMPILE_MODES = ("none", "compile", "cudagraphs")

@@ -15,13 +15,11 @@ from reid_tasks.targets import (
     Target,
     UnknownTarget,
     get_target,
-    plan,
-    plan_with_skips,
     register_target,
     target_names,
 )
 from reid_tasks.targets import unregister_target as _unregister
-from reid_tasks.targets.base import cpu_flags
+from reid_tasks.utils import cpu_flags
 
 BUILTIN = ["ascend310", "onnxruntime", "openvino", "pytorch", "pytorch-cuda"]
 
@@ -135,14 +133,16 @@ def test_unsupported_precision_names_target_and_list(tiny_onnx, tmp_path) -> Non
 
 
 def test_plan_drops_what_a_target_cannot_do() -> None:
-    keep, skipped = plan_with_skips(["onnxruntime", "openvino"], [1, 16], ["fp32", "bf16", "int8"])
+    from reid_tasks.steps import plan_combinations
+
+    ctx = {"targets": ["onnxruntime", "openvino"], "batch_sizes": [1, 16], "precisions": ["fp32", "bf16", "int8"]}
+    keep = [(c["target"], c["batch_size"], c["precision"]) for c in plan_combinations(ctx)]
     assert ("onnxruntime", 1, "fp32") in keep and ("onnxruntime", 16, "int8") in keep
     assert not any(t == "onnxruntime" and p == "bf16" for t, _, p in keep)
-    assert ("onnxruntime", 16, "bf16") in [s[:3] for s in skipped]
     has_bf16 = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
     assert (("openvino", 16, "bf16") in keep) == has_bf16
-    assert plan(["onnxruntime"], [8], ["fp16"]) == []
-    assert len(keep) + len(skipped) == 2 * 2 * 3
+    assert plan_combinations({**ctx, "targets": ["onnxruntime"], "precisions": ["fp16"]}) == []
+    assert plan_combinations(ctx, "pytorch") == []  # not chosen
 
 
 def test_pytorch_cuda_unavailable_without_gpu(tmp_path) -> None:
@@ -161,7 +161,8 @@ def test_pytorch_cuda_unavailable_without_gpu(tmp_path) -> None:
 _CHEAP = """
 import sys, json
 import reid_tasks.targets as t
-mods = ["reid_tasks.targets.base", "reid_tasks.targets.onnxruntime", "reid_tasks.targets.openvino",
+mods = ["reid_tasks.targets.base", "reid_tasks.targets.records", "reid_tasks.targets.build",
+        "reid_tasks.targets.timing", "reid_tasks.targets.onnxruntime", "reid_tasks.targets.openvino",
         "reid_tasks.targets.pytorch", "reid_tasks.targets.parity", "reid_tasks.targets.cli"]
 import importlib, importlib.util
 if importlib.util.find_spec("reid_tasks.targets.ascend"):
@@ -169,10 +170,10 @@ if importlib.util.find_spec("reid_tasks.targets.ascend"):
 for m in mods:
     importlib.import_module(m)
 names = [n for n in t.target_names() if n != "ascend310" or "reid_tasks.targets.ascend" in mods]
-plan = t.plan(names, [1, 16], ["fp32", "fp16", "bf16", "int8"])
+precisions = [p for n in names for p in t.get_target(n).supported_precisions()]
 desc = [t.get_target(n).queue for n in names]
 heavy = sorted(m for m in ("torch", "onnxruntime", "openvino", "cv2", "onnx", "nncf") if m in sys.modules)
-print(json.dumps({"heavy": heavy, "n": len(plan)}))
+print(json.dumps({"heavy": heavy, "n": len(precisions)}))
 """
 
 

@@ -12,7 +12,7 @@ import pytest
 from reid_tasks.config import load_config
 from reid_tasks.errors import BenchmarkError, ConversionError
 from reid_tasks.targets import Artifact, BuildOutput, get_target
-from reid_tasks.targets.base import build_artifact
+from reid_tasks.targets.build import build_artifact
 from reid_tasks.targets.parity import assess
 
 CFG = load_config(opts=["VALIDATION.CALIBRATION.NUM_IMAGES", 16])
