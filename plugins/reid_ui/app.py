@@ -5,6 +5,7 @@
 """
 
 import logging
+import os
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
@@ -76,10 +77,31 @@ class StoreHolder:
                 self._store = None
 
 
-def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) -> FastAPI:
+def deployment_reference() -> dict[tuple[str, str, int], float]:
+    """The reference card throughputs of the deployment's config (``$REID_CONFIG_FILE`` over the defaults):
+    the figures the regression rule compares with, shown beside the matching report rows."""
+    from reid_tasks.config import load_config
+
+    cfg = load_config(os.environ.get("REID_CONFIG_FILE") or None)
+    return queries.reference_throughput(cfg.VALIDATION.RULES.REFERENCE_THROUGHPUT)
+
+
+def create_app(
+    *,
+    db_url: str | None = None,
+    auth: AuthBackend | None = None,
+    reference: dict[tuple[str, str, int], float] | None = None,
+) -> FastAPI:
     """The /reid app. ``db_url``: results database (None: see ``StoreHolder``); ``auth``: defaults to the
-    running Airflow's auth manager."""
+    running Airflow's auth manager; ``reference``: (target, device kind, batch) -> card samples/s shown in
+    run reports (None: ``deployment_reference()``, read on first use)."""
     holder = StoreHolder(db_url)
+    references: list[dict[tuple[str, str, int], float]] = [] if reference is None else [reference]
+
+    def reference_figures() -> dict[tuple[str, str, int], float]:
+        if not references:
+            references.append(deployment_reference())
+        return references[0]
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -197,7 +219,8 @@ def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) ->
                 request,
                 principal,
                 data=data,
-                columns=queries.visible_columns(data["results"]),
+                columns=queries.MAIN_COLUMNS,
+                detail_columns=queries.detail_columns(data["results"]),
                 raw=raw,
                 error=error,
                 chart=chart,
@@ -207,6 +230,35 @@ def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) ->
             ),
             status_code=422 if error else status.HTTP_200_OK,
         )
+
+    def report_response(request: Request, principal: Principal, db: ResultsStore, run_key: str) -> Response:
+        try:
+            report = queries.run_report(db, run_key, reference_figures())
+        except ResultsNotFound:
+            return templates.TemplateResponse(
+                request,
+                "report.html",
+                page_context(request, principal, run_key=run_key, report=None),
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+        return templates.TemplateResponse(
+            request,
+            "report.html",
+            page_context(request, principal, run_key=run_key, report=report, perf_columns=queries.REPORT_PERF_COLUMNS),
+        )
+
+    RunKey = Annotated[str, Query(min_length=1, max_length=250, description="the run's key")]
+    AirflowId = Annotated[str, Path(min_length=1, max_length=250)]
+
+    @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+    def airflow_run_report(request: Request, principal: PageUser, db: Store, dag_id: AirflowId, run_id: AirflowId):
+        """The report of an Airflow DAG run (the "ReID report" tab of Airflow's run page links here)."""
+        return report_response(request, principal, db, f"{dag_id}/{run_id}")
+
+    @app.get("/report", response_class=HTMLResponse, include_in_schema=False)
+    def run_report_page(request: Request, principal: PageUser, db: Store, run: RunKey) -> Response:
+        """The report of any run by its key (CLI runs have no Airflow ids)."""
+        return report_response(request, principal, db, run)
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
     def alerts_page(
@@ -304,6 +356,12 @@ def create_app(*, db_url: str | None = None, auth: AuthBackend | None = None) ->
             return queries.series(db, sel)
         except ResultsError as exc:  # e.g. several device kinds and none chosen
             raise FilterError("device_kind", str(exc)) from exc
+
+    @app.get("/api/report")
+    def api_report(_user: ApiUser, db: Store, run: RunKey) -> dict[str, Any]:
+        """One run's report: performance by batch size with reference figures, accuracy and parity,
+        failures, alerts, and what changed since the run before it (404 for an unknown run)."""
+        return queries.run_report(db, run, reference_figures())
 
     @app.get("/api/alerts")
     def api_alerts(

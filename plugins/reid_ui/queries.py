@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -58,6 +58,14 @@ def airflow_run(dag_id: str | None, run_id: str | None) -> dict[str, str] | None
     return {"dag_id": dag_id, "run_id": run_id, "path": f"dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"}
 
 
+def report_path(run_key: str, dag_id: str | None, run_id: str | None) -> str:
+    """The run report's path relative to the app root: ``runs/<dag_id>/<run_id>`` for Airflow runs (the
+    same page as Airflow's "ReID report" tab), ``report?run=<run_key>`` otherwise."""
+    if dag_id and run_id and run_key == f"{dag_id}/{run_id}":
+        return f"runs/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
+    return f"report?run={quote(run_key, safe='')}"
+
+
 def results(store: ResultsStore, f: ResultFilters) -> dict[str, Any]:
     """Rows (newest first) matching ``f``, each with its Airflow run link; ``truncated``: more rows match
     than ``f.limit`` (one row more is fetched to tell)."""
@@ -75,6 +83,7 @@ def results(store: ResultsStore, f: ResultFilters) -> dict[str, Any]:
     for row in rows[: f.limit]:
         item = row.to_dict()
         item["airflow_run"] = airflow_run(row.dag_id, row.run_id)
+        item["report_path"] = report_path(row.run_key, row.dag_id, row.run_id)
         out.append(item)
     return {"filters": f.as_query(), "count": len(out), "truncated": truncated, "results": out}
 
@@ -122,7 +131,14 @@ def series(store: ResultsStore, sel: SeriesSelector) -> dict[str, Any]:
             if a.run_key in keys
         ]
     data["alerts"] = markers
-    data["points"] = [{**p, "airflow_run": airflow_run(p["dag_id"], p["run_id"])} for p in data["points"]]
+    data["points"] = [
+        {
+            **p,
+            "airflow_run": airflow_run(p["dag_id"], p["run_id"]),
+            "report_path": report_path(p["run_key"], p["dag_id"], p["run_id"]),
+        }
+        for p in data["points"]
+    ]
     return data
 
 
@@ -152,15 +168,122 @@ def series_choices(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(seen.values(), key=lambda c: -c["rows"])  # stable: ties keep first-seen order
 
 
-IDENTITY_COLUMNS = ("started_at", "run_key", "status", "target", "device_kind", "batch_size", "precision")
-ALWAYS_SHOWN = {*IDENTITY_COLUMNS, "open_alerts"}
-PAGE_HIDDEN = {"trigger"}  # shown inside the run cell on the page
+#: The results page's table: the columns that matter first, so the table fits a 1440 px wide window inside
+#: Airflow's navigation; every other column is in the row's detail (and in the CSV).
+MAIN_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    c
+    for f in (
+        "started_at",
+        "run_key",
+        "target",
+        "batch_size",
+        "precision",
+        "throughput_best",
+        "latency_p99_ms",
+        "rank1",
+        "mAP",
+        "status",
+    )
+    for c in RESULT_COLUMNS
+    if c[0] == f
+)
+_NOT_IN_DETAIL = {c[0] for c in MAIN_COLUMNS} | {"trigger"}  # trigger: shown inside the run cell
 
 
-def visible_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """RESULT_COLUMNS for the page: without measurement columns empty in every row (the CSV keeps all)."""
-    return [
-        c
-        for c in RESULT_COLUMNS
-        if c[0] not in PAGE_HIDDEN and (c[0] in ALWAYS_SHOWN or any(r.get(c[0]) is not None for r in rows))
-    ]
+def detail_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The other RESULT_COLUMNS, for the rows' detail: those with a value in some row (the CSV keeps all)."""
+    return [c for c in RESULT_COLUMNS if c[0] not in _NOT_IN_DETAIL and any(r.get(c[0]) is not None for r in rows)]
+
+
+# ---------------------------------------------------------------------------------------------- run report
+#: Columns of the report's performance table: (field, header, unit).
+REPORT_PERF_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("batch_size", "Batch", ""),
+    ("throughput_best", "Throughput best", "samples/s"),
+    ("throughput_median", "Throughput median", "samples/s"),
+    ("latency_p50_ms", "Latency p50", "ms"),
+    ("latency_p99_ms", "Latency p99", "ms"),
+    ("card_throughput", "Card throughput", "samples/s"),
+    ("e2e_throughput", "E2E throughput", "samples/s"),
+    ("pure_throughput", "Pure throughput", "samples/s"),
+)
+ACCURACY_FIELDS = ("rank1", "rank5", "rank10", "mAP", "mINP", "rerank_rank1", "rerank_mAP")
+_RUN_FIELDS_COMPARED = ("model_sha256", "onnx_sha256", "dataset_fingerprint", "config_overrides", "environment")
+
+
+def reference_throughput(rows: Iterable[Iterable[Any]]) -> dict[tuple[str, str, int], float]:
+    """``VALIDATION.RULES.REFERENCE_THROUGHPUT`` rows (target, device kind, batch, card samples/s) as a map."""
+    return {(str(t), str(d), int(b)): float(v) for t, d, b, v in rows}
+
+
+def run_report(store: ResultsStore, run_key: str, reference: Mapping[tuple[str, str, int], float]) -> dict[str, Any]:
+    """Everything about one run: performance by batch size per (target, device, precision) with the
+    reference figures beside the rows that have one, accuracy and parity per artifact, failures, alerts,
+    and what changed since the run before it. ``ResultsNotFound`` when the run is unknown."""
+    run = store.get_run(run_key)
+    rows = [r.to_dict() for r in store.results(run_key=run_key, limit=10_000)]
+    groups: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (r["target"], r.get("device_kind") or "", r["precision"], r["batch_size"])):
+        if r.get("throughput_best") is None:
+            continue
+        key = (r["target"], r.get("device_kind"), r["precision"])
+        group = groups.setdefault(
+            key, {"target": key[0], "device_kind": key[1], "precision": key[2], "rows": [], "has_reference": False}
+        )
+        ref = reference.get((r["target"], r.get("device_kind") or "", int(r["batch_size"])))
+        measured = r.get("card_throughput") or r.get("throughput_best")
+        r["reference"] = ref
+        r["vs_reference"] = measured / ref if ref and measured else None
+        group["has_reference"] |= ref is not None
+        group["rows"].append(r)
+    accuracy = [r for r in rows if any(r.get(f) is not None for f in ACCURACY_FIELDS)]
+    failures_of = getattr(store, "failures", None)  # the failures table arrives with migration 0002
+    return {
+        "run": {**run.to_dict(), "airflow_run": airflow_run(run.dag_id, run.run_id)},
+        "simulated": any(r.get("simulated") for r in rows),
+        "environment": sorted(_flatten(run.environment, "").items()),
+        "perf_groups": list(groups.values()),
+        "accuracy": accuracy,
+        "failures": [f.to_dict() for f in failures_of(run_key)] if failures_of else None,
+        "alerts": [alert_dict(a) for a in store.alerts(run_key=run_key)],
+        "changes": changes_since_previous(store, run),
+    }
+
+
+def changes_since_previous(store: ResultsStore, run: Any) -> dict[str, Any]:
+    """What differs between ``run`` and the run of the same DAG (or of the CLI) started just before it:
+    model and ONNX digests, dataset fingerprint, config overrides, environment; one entry per changed leaf."""
+    previous = next(
+        (
+            r
+            for r in store.runs(limit=500)
+            if r.started_at < run.started_at and r.dag_id == run.dag_id and r.run_key != run.run_key
+        ),
+        None,
+    )
+    if previous is None:
+        return {"previous": None, "diff": []}
+    before, after = previous.to_dict(), run.to_dict()
+    diff: list[dict[str, Any]] = []
+    for field in _RUN_FIELDS_COMPARED:
+        old, new = _flatten(before.get(field), field), _flatten(after.get(field), field)
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key):
+                diff.append({"key": key, "before": old.get(key), "after": new.get(key)})
+    return {
+        "previous": {
+            "run_key": previous.run_key,
+            "report_path": report_path(previous.run_key, previous.dag_id, previous.run_id),
+        },
+        "diff": diff,
+    }
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    """Nested mappings as {"a.b.c": leaf} (an empty mapping has no leaves)."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value} if prefix else {}

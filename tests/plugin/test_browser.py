@@ -131,7 +131,7 @@ def test_login_and_results_page_in_chromium(airflow_server: str):
             page.click("button[type=submit]")
             page.wait_for_url(f"{base}/reid/**", timeout=60_000)
 
-            rows = page.locator("table#results tbody tr")
+            rows = page.locator("table#results tbody tr:not(.detail)")
             expect(rows).to_have_count(2 * NIGHTS + 1, timeout=30_000)
             # Default trend: the series with the longest history in the table.
             expect(page.locator("figure.chart svg.trend")).to_have_count(4, timeout=30_000)
@@ -174,9 +174,21 @@ def test_login_and_results_page_in_chromium(airflow_server: str):
             page.screenshot(path=str(OUTPUT / "reid-alerts.png"), full_page=True)
 
             # Inside Airflow's own UI, where the nav entry shows the page in an iframe.
+            page.set_viewport_size({"width": 1440, "height": 900})
             page.goto(f"{base}/plugin/reid-validation")
             frame = page.frame_locator('iframe[src="/reid/"]')
             expect(frame.locator("table#results tbody tr").first).to_be_visible(timeout=60_000)
+            wrap = frame.locator("#results").locator("xpath=..")
+            assert wrap.evaluate("w => w.scrollWidth <= w.clientWidth"), "the results table scrolls sideways"
+            # Hover a trend point: the tooltip names the run, its date and time, and the value.
+            frame.locator("svg.trend[data-metric=throughput] .point").last.hover()
+            tip = frame.locator(".chart-tip")
+            expect(tip).to_be_visible()
+            expect(tip).to_contain_text("2026-11-08 02:00 UTC")
             page.screenshot(path=str(OUTPUT / "reid-in-airflow.png"))
+            # A run link opens the run in Airflow's own navigation (the iframe's sandbox blocks target=_top).
+            frame.locator("table#results a.airflow-link").first.click()
+            page.wait_for_url(f"{base}/dags/{DAG_ID}/runs/**", timeout=30_000)
+            expect(page.locator('iframe[src="/reid/"]')).to_have_count(0)
         finally:
             browser.close()
