@@ -41,8 +41,6 @@ from reid_tasks.targets import PRECISIONS, get_target, target_names
 
 CFG = load_config(os.environ.get("REID_CONFIG_FILE") or None)
 TARGETS = list(target_names())
-DEFAULT_QUEUE = "default"
-CPU_BENCH_POOL = "cpu_bench"
 
 # Tool flakiness (ATC, a busy device, a database hiccup) can pass on retry; a wrong input cannot.
 NOT_RETRYABLE = ExceptionRetryPolicy(
@@ -76,11 +74,8 @@ DB_RETRIES: dict[str, Any] = {
 
 
 def benchmark_pool(target_name: str) -> str:
-    """The Airflow pool a target's benchmarks take: one per accelerator device, ``cpu_bench`` on the CPU."""
-    queue = get_target(target_name).queue
-    if queue == DEFAULT_QUEUE:
-        return CPU_BENCH_POOL
-    return f"{queue}_dev{int(CFG.VALIDATION.ASCEND.DEVICE_IDS[0])}"
+    """The Airflow pool a target's benchmarks take, as the target declares it (``Target.scheduling``)."""
+    return get_target(target_name, CFG).scheduling().pool
 
 
 def _params() -> dict[str, Param]:
@@ -375,7 +370,7 @@ def reid_validation() -> None:
 
     evaluated = []
     for name in TARGETS:
-        queue = get_target(name).queue
+        queue = get_target(name, CFG).scheduling().queue
         with TaskGroup(group_id=name, tooltip=f"{name} on queue {queue}"):
             combos = plan(ctx, name)
             artifacts = convert.override(queue=queue).partial(ctx=ctx, export=onnx).expand_kwargs(combos)

@@ -7,6 +7,7 @@ ships in ``reid_tasks/configs/`` so the seed's command lines work unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -163,18 +164,8 @@ _C.VALIDATION.RULES.REFERENCE_THROUGHPUT = [
     ["ascend310", "Ascend310", 32, 2068.128],
 ]
 
-# Ascend 310 (ATC + ais_bench / benchmark.x86_64).
-_C.VALIDATION.ASCEND = CN()
-_C.VALIDATION.ASCEND.INSTALL_PATH = "/usr/local/Ascend/ascend-toolkit/latest"
-_C.VALIDATION.ASCEND.SOC_VERSION = "Ascend310"
-_C.VALIDATION.ASCEND.PRECISION_MODE = ""  # empty: ATC's own default (force_fp16)
-_C.VALIDATION.ASCEND.AUTO_TUNE = False  # --auto_tune_mode="RL,GA"
-_C.VALIDATION.ASCEND.RUNNER = "ais_bench"  # ais_bench | benchmark
-_C.VALIDATION.ASCEND.BENCHMARK_BIN = "benchmark.x86_64"
-_C.VALIDATION.ASCEND.DEVICE_IDS = [0]
-_C.VALIDATION.ASCEND.CHIPS_PER_CARD = 4
-_C.VALIDATION.ASCEND.BUSY_TIMEOUT_S = 600
-_C.VALIDATION.ASCEND.BUSY_POLL_S = 5.0
+# Each inference target may contribute a node of its own under VALIDATION (e.g. VALIDATION.ASCEND): its defaults
+# and choices are declared on the target class (reid_tasks.targets.Target.config_node) and merged here.
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL.NAME": ("resnet50",),
@@ -183,14 +174,32 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "TEST.NECK_FEAT": ("after", "before"),
     "TEST.FEAT_NORM": ("yes", "no"),
     "TEST.RE_RANKING": ("yes", "no"),
-    "VALIDATION.ASCEND.RUNNER": ("ais_bench", "benchmark"),
     "VALIDATION.BENCH.PURE_DATA": ("random", "zero"),
 }
 
 
 def get_defaults() -> CN:
-    """A fresh, mutable copy of the default tree."""
-    return _C.clone()
+    """A fresh, mutable copy of the default tree, with every registered target's config node."""
+    cfg = _C.clone()
+    for node, (defaults, _) in _target_nodes().items():
+        if node in cfg.VALIDATION:
+            raise ConfigError(f"a target's config node VALIDATION.{node} collides with a product key")
+        cfg.VALIDATION[node] = CN(json.loads(json.dumps(defaults)))  # deep copy: lists stay the target's own
+    return cfg
+
+
+def _target_nodes() -> dict[str, tuple[dict[str, Any], dict[str, tuple[Any, ...]]]]:
+    from .targets import config_nodes
+
+    return config_nodes()
+
+
+def _choices() -> dict[str, tuple[Any, ...]]:
+    """Allowed values per dotted key: the product's and each target node's."""
+    out = dict(_CHOICES)
+    for node, (_, choices) in _target_nodes().items():
+        out.update({f"VALIDATION.{node}.{key}": allowed for key, allowed in choices.items()})
+    return out
 
 
 def load_config(config_file: str | os.PathLike[str] | None = None, opts: Sequence[str] | Iterable[Any] = ()) -> CN:
@@ -237,7 +246,7 @@ def _merge_one(cfg: CN, key: str, value: Any) -> None:
 
 
 def _validate(cfg: CN) -> None:
-    for key, allowed in _CHOICES.items():
+    for key, allowed in _choices().items():
         value = select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"config key {key}: {value!r} is not one of {list(allowed)}")
@@ -278,7 +287,7 @@ def overrides(cfg: CN) -> dict[str, Any]:
             elif _plain(v) != _plain(ref[k]):
                 out[key] = _plain(v)
 
-    walk(cfg, _C, "")
+    walk(cfg, get_defaults(), "")
     return out
 
 

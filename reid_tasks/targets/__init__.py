@@ -1,13 +1,18 @@
-"""Inference targets: a registry by name, the Target interface and its records.
+"""Inference targets: plug-ins found by entry point, the Target interface and its records.
 
     >>> from reid_tasks.targets import get_target, target_names
     >>> target_names()
     ['ascend310', 'onnxruntime', 'openvino', 'pytorch', 'pytorch-cuda']
     >>> t = get_target("onnxruntime")
 
-Importing this package (and every target module) is cheap: no torch / onnxruntime / openvino / cv2 / onnx at
-module level, so the DAG can enumerate targets while it is parsed. Target modules are imported on first
-lookup. Adding a target = one module + one ``register_target`` line below.
+Targets are plug-ins: every distribution may declare ``name = "package.module:TargetClass"`` in the entry-point
+group ``reid_validate.targets`` (this package declares its own in setup.cfg); the class brings its scheduling
+(``Target.scheduling``) and its config node (``Target.config_node``), so neither the DAG nor the config module
+names a target. ``register_target`` adds one in-process (tests, notebooks).
+
+Importing this package and every target module is cheap: no numpy / torch / onnxruntime / openvino / cv2 / onnx
+at module level, because the DAG imports each target class while it is parsed. Target modules are imported on
+first lookup.
 """
 
 from __future__ import annotations
@@ -19,18 +24,21 @@ from typing import Any
 
 from reid_tasks.errors import TargetError
 from reid_tasks.targets.base import Session, Target
-from reid_tasks.targets.records import PRECISIONS, Artifact, BuildOutput, PerfRecord
+from reid_tasks.targets.records import PRECISIONS, Artifact, BuildOutput, PerfRecord, Scheduling
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "PRECISIONS",
     "Artifact",
     "BuildOutput",
     "PerfRecord",
+    "Scheduling",
     "Session",
     "Target",
     "UnknownTarget",
     "get_target",
     "register_target",
+    "target_class",
     "target_names",
 ]
 
@@ -44,14 +52,42 @@ class UnknownTarget(TargetError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-# name -> "module:Class" (imported lazily) or a factory taking cfg
+#: The entry-point group a distribution declares its targets in (``name = "module:Class"``).
+ENTRY_POINT_GROUP = "reid_validate.targets"
+
+# name -> "module:Class" (imported lazily) or a factory taking cfg; filled from the entry points on first use
 _REGISTRY: dict[str, str | Callable[..., Target]] = {}
+_discovered = False
+
+
+def _discover() -> None:
+    """Register every target declared in the entry-point group, once per process."""
+    global _discovered
+    if _discovered:
+        return
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=ENTRY_POINT_GROUP)
+    if not found:
+        raise TargetError(
+            f"no inference target is declared in the entry-point group {ENTRY_POINT_GROUP!r}: reid-validate is "
+            "not installed, or installed before its targets became entry points (pip install -e . again)"
+        )
+    seen: dict[str, str] = {}
+    for ep in found:
+        where = f"{ep.value} ({ep.dist.name if ep.dist else 'unknown distribution'})"
+        if ep.name in seen and seen[ep.name] != where:
+            raise TargetError(f"target {ep.name!r} is declared twice: {seen[ep.name]} and {where}")
+        seen[ep.name] = where
+        _REGISTRY.setdefault(ep.name, ep.value)
+    _discovered = True
 
 
 def register_target(name: str, factory: str | Callable[..., Target], *, replace: bool = False) -> None:
     """Register ``factory`` under ``name``: a ``"package.module:Class"`` string or a callable(cfg) -> Target."""
     if not name or not isinstance(name, str):
         raise TargetError(f"target name must be a non-empty string, got {name!r}")
+    _discover()
     if name in _REGISTRY and not replace and _REGISTRY[name] != factory:
         raise TargetError(f"target {name!r} is already registered ({_REGISTRY[name]!r}); pass replace=True")
     _REGISTRY[name] = factory
@@ -64,11 +100,13 @@ def unregister_target(name: str) -> None:
 
 def target_names() -> list[str]:
     """Names of every registered target, sorted."""
+    _discover()
     return sorted(_REGISTRY)
 
 
-def get_target(name: str, cfg: Any | None = None) -> Target:
-    """The target registered as ``name``, configured with ``cfg`` (defaults when None)."""
+def target_class(name: str) -> Callable[..., Target]:
+    """The class (or factory) registered as ``name``, imported on first use."""
+    _discover()
     try:
         factory = _REGISTRY[name]
     except KeyError:
@@ -79,14 +117,34 @@ def get_target(name: str, cfg: Any | None = None) -> Target:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise TargetError(f"target {name!r}: cannot load {_REGISTRY[name]!r}: {exc}") from exc
-    target = factory(cfg)
+    return factory
+
+
+def get_target(name: str, cfg: Any | None = None) -> Target:
+    """The target registered as ``name``, configured with ``cfg`` (defaults when None)."""
+    target = target_class(name)(cfg)
     if not isinstance(target, Target):
         raise TargetError(f"target {name!r}: factory returned {type(target).__name__}, not a Target")
     return target
 
 
-register_target("onnxruntime", "reid_tasks.targets.onnxruntime:OnnxRuntimeTarget")
-register_target("openvino", "reid_tasks.targets.openvino:OpenVinoTarget")
-register_target("pytorch", "reid_tasks.targets.pytorch:PyTorchTarget")
-register_target("pytorch-cuda", "reid_tasks.targets.pytorch:PyTorchCudaTarget")
-register_target("ascend310", "reid_tasks.targets.ascend:AscendTarget")
+def config_nodes() -> dict[str, tuple[dict[str, Any], dict[str, tuple[Any, ...]]]]:
+    """{node name under VALIDATION: (defaults, choices)} contributed by the registered target classes.
+
+    Targets may share a node (``pytorch`` / ``pytorch-cuda``) when they declare the same defaults.
+    """
+    nodes: dict[str, tuple[dict[str, Any], dict[str, tuple[Any, ...]]]] = {}
+    owners: dict[str, str] = {}
+    for name in target_names():
+        cls = target_class(name)
+        node = getattr(cls, "config_node", None)
+        if not node:
+            continue
+        declared = (dict(cls.config_defaults), {k: tuple(v) for k, v in cls.config_choices.items()})
+        if node in nodes and nodes[node] != declared:
+            raise TargetError(
+                f"targets {owners[node]!r} and {name!r} both declare config node VALIDATION.{node} with different "
+                "defaults or choices"
+            )
+        nodes[node], owners[node] = declared, owners.get(node, name)
+    return nodes

@@ -46,7 +46,7 @@ from reid_tasks.errors import (
 )
 from reid_tasks.targets import ascend_tools as at
 from reid_tasks.targets.base import Target
-from reid_tasks.targets.records import FEATURE_DIM, Artifact, BuildOutput, PerfRecord
+from reid_tasks.targets.records import FEATURE_DIM, Artifact, BuildOutput, PerfRecord, Scheduling
 from reid_tasks.targets.timing import BatchSource, Timing, as_source, summarize, write_run_outputs
 from reid_tasks.utils import atomic_write_text, tail
 
@@ -187,6 +187,20 @@ class AscendTarget(Target):
     ATC_AUTOTUNE_TIMEOUT_S: ClassVar[float] = 24 * 3600
     RUN_TIMEOUT_S: ClassVar[float] = 3 * 3600
     NPU_SMI_TIMEOUT_S: ClassVar[float] = 60
+    config_node: ClassVar[str | None] = "ASCEND"
+    config_defaults: ClassVar[dict[str, Any]] = {
+        "INSTALL_PATH": "/usr/local/Ascend/ascend-toolkit/latest",
+        "SOC_VERSION": "Ascend310",
+        "PRECISION_MODE": "",  # empty: ATC's own default (force_fp16)
+        "AUTO_TUNE": False,  # --auto_tune_mode="RL,GA"
+        "RUNNER": "ais_bench",  # ais_bench | benchmark
+        "BENCHMARK_BIN": "benchmark.x86_64",
+        "DEVICE_IDS": [0],
+        "CHIPS_PER_CARD": 4,
+        "BUSY_TIMEOUT_S": 600,
+        "BUSY_POLL_S": 5.0,
+    }
+    config_choices: ClassVar[dict[str, tuple[Any, ...]]] = {"RUNNER": ("ais_bench", "benchmark")}
 
     def __init__(
         self,
@@ -211,6 +225,10 @@ class AscendTarget(Target):
     @property
     def device_kind(self) -> str:
         return str(self.ascend.SOC_VERSION)
+
+    def scheduling(self) -> Scheduling:
+        """Queue ``ascend310``; benchmarks take the pool of the device they run on (one slot: one at a time)."""
+        return Scheduling(queue=self.queue, pool=f"{self.queue}_dev{int(self.ascend.DEVICE_IDS[0])}", pool_slots=1)
 
     def device_id(self, device_id: int | None = None) -> int:
         """The NPU device to use: the argument, the constructor's, else the first of VALIDATION.ASCEND.DEVICE_IDS."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from reid_tasks.errors import BenchmarkError, ConversionError, PrecisionNotSupported, TargetUnavailable
 from reid_tasks.targets.build import build_artifact, calibration_key
-from reid_tasks.targets.records import PRECISIONS, Artifact, BuildOutput, PerfRecord
+from reid_tasks.targets.records import CPU_BENCH_POOL, PRECISIONS, Artifact, BuildOutput, PerfRecord, Scheduling
 from reid_tasks.utils import sha256_file
 
 if TYPE_CHECKING:
@@ -54,12 +54,21 @@ class Session(abc.ABC):
 
 # --------------------------------------------------------------------------------------------- target
 class Target(abc.ABC):
-    """One inference target. Subclasses set ``name``/``queue`` and implement the hooks below."""
+    """One inference target. Subclasses set ``name``/``queue`` and implement the hooks below.
+
+    A target that needs settings of its own declares them as a config node ``VALIDATION.<config_node>``:
+    ``config_defaults`` (key -> default) and ``config_choices`` (key -> allowed values), merged into the config
+    tree by ``reid_tasks.config``. How its tasks are scheduled is ``scheduling()``.
+    """
 
     name: ClassVar[str] = ""
     queue: ClassVar[str] = "default"
     #: every precision the target knows; ``supported_precisions`` narrows to this machine
     all_precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: the target's own config node under VALIDATION (None: it has no settings of its own)
+    config_node: ClassVar[str | None] = None
+    config_defaults: ClassVar[dict[str, Any]] = {}
+    config_choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     def __init__(self, cfg: Any | None = None) -> None:
         self._cfg = cfg
@@ -89,6 +98,10 @@ class Target(abc.ABC):
     def available(self) -> tuple[bool, str]:
         """(True, description) when the runtime/device is usable here, else (False, why not)."""
 
+    def scheduling(self) -> Scheduling:
+        """Queue and benchmark pool of this target's tasks: by default its queue and the shared CPU pool."""
+        return Scheduling(queue=self.queue, pool=CPU_BENCH_POOL)
+
     def tool_versions(self) -> dict[str, str]:
         """Versions of the tools that build/run artifacts (recorded in every Artifact/PerfRecord)."""
         return {}
@@ -98,6 +111,7 @@ class Target(abc.ABC):
         return {
             "name": self.name,
             "queue": self.queue,
+            "pool": self.scheduling().pool,
             "device_kind": self.device_kind,
             "available": ok,
             "reason": reason,

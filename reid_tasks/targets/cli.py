@@ -71,11 +71,12 @@ def cmd_targets(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("target", "queue", "device", "available", "precisions", "reason")
+    header = ("target", "queue", "pool", "device", "available", "precisions", "reason")
     table = [
         (
             r["name"],
             r["queue"],
+            r["pool"],
             r["device_kind"],
             "yes" if r["available"] else "no",
             ",".join(r["precisions"]) or "-",

@@ -20,15 +20,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from reid_tasks.errors import ConversionError
 from reid_tasks.targets.base import Session, Target
 from reid_tasks.targets.build import select_calibration
 from reid_tasks.targets.records import FEATURE_DIM, INPUT_NAME, OUTPUT_NAME, Artifact, BuildOutput
 from reid_tasks.utils import cpu_count, dist_version
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("reid_tasks.targets.onnxruntime")
 
@@ -206,6 +207,8 @@ class _Reader:
     """CalibrationDataReader over an array, in static batches (the last one filled by repeating images)."""
 
     def __init__(self, data: np.ndarray, batch_size: int) -> None:
+        import numpy as np
+
         self.batches = []
         for s in range(0, data.shape[0], batch_size):
             chunk = data[s : s + batch_size]

@@ -21,15 +21,16 @@ import importlib.util
 import io
 import logging
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from reid_tasks.errors import ConversionError, PrecisionNotSupported
 from reid_tasks.targets.base import Session, Target
 from reid_tasks.targets.build import select_calibration
 from reid_tasks.targets.records import INPUT_NAME, Artifact, BuildOutput
 from reid_tasks.utils import cpu_count, cpu_flags, dist_version
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("reid_tasks.targets.openvino")
 
@@ -135,6 +136,7 @@ class OpenVinoTarget(Target):
 
     def _quantize(self, model: Any, calibration: Any, batch_size: int) -> tuple[Any, dict[str, Any], str, str]:
         import nncf
+        import numpy as np
 
         data, record = select_calibration(calibration, int(self.cfg.VALIDATION.CALIBRATION.NUM_IMAGES))
         batches = []

@@ -16,14 +16,15 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from reid_tasks.errors import ConversionError, PrecisionNotSupported, TargetError
 from reid_tasks.targets.base import Session, Target
 from reid_tasks.targets.records import Artifact, BuildOutput
 from reid_tasks.utils import cpu_count, cpu_flags, dist_version, sha256_file
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 COMPILE_MODES = ("none", "compile", "cudagraphs")
@@ -201,6 +202,8 @@ class _TorchSession(Session):
             self.info["gpu"] = torch.cuda.get_device_name(self.device_id)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         with torch.inference_mode():

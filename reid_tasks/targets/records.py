@@ -123,3 +123,24 @@ class BuildOutput:
     log: str = ""
     calibration: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: The Airflow pool CPU benchmarks share (so two timings on one host do not overlap).
+CPU_BENCH_POOL = "cpu_bench"
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """How the DAG schedules a target's tasks, declared by the target so the DAG names none.
+
+    ``queue``: the Celery queue its convert and benchmark tasks run on (workers that have the tools and devices);
+    ``pool``: the Airflow pool a benchmark takes one slot of, so a device runs one benchmark at a time;
+    ``pool_slots``: the size that pool should have (one per device), None where the deployment decides.
+    """
+
+    queue: str = "default"
+    pool: str = CPU_BENCH_POOL
+    pool_slots: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -28,11 +28,11 @@ def test_cli_targets_lists_availability(capsys) -> None:
     assert _cli(["targets", "--format", "json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["onnxruntime"]["available"] and "fp32" in rows["onnxruntime"]["precisions"]
-    assert rows["pytorch"]["queue"] == "default"
+    assert rows["pytorch"]["queue"] == "default" and rows["ascend310"]["pool"] == "ascend310_dev0"
     assert all(r["available"] or r["reason"] for r in rows.values())
     assert _cli(["targets"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["target", "queue", "device"]
+    assert table[0].split()[:4] == ["target", "queue", "pool", "device"]
     assert any(line.startswith("onnxruntime ") and " yes " in line for line in table)
 
 

@@ -56,6 +56,7 @@ def test_register_target_and_conflicts() -> None:
         assert t.describe() == {
             "name": "dummy-x",
             "queue": "default",
+            "pool": "cpu_bench",
             "device_kind": "cpu",
             "available": False,
             "reason": "never here",
