@@ -17,7 +17,8 @@ Measured per detector:
 - R10@3: recall of drops >= 10 % alerted within 3 runs (at the change run or one of the next two), noise CV <=
   2 % (every noise model; the base CV of a bimodal series is its within-mode CV). Also over all CVs.
 - R5@5: recall of 5-10 % drops within 5 runs, CV <= 2 %.
-- FA/100: alerts per 100 runs on series with no change, all noise models (and the worst single model).
+- FA/100: alerts per 100 runs on series with no change, all noise models together and per noise model; the
+  goal (<= 1) must hold for every noise model.
 - delay: median runs from the change to the alert, detected drops >= 10 %; exact: the share of drops >= 10 %
   detected within 3 runs whose alert names exactly the change run.
 - ms/series: detector time per series (all its online checks).
@@ -162,6 +163,7 @@ def evaluate(detector, series: Sequence[Truth]) -> dict:
         "ms": elapsed / len(series) * 1000,
         "counts": (n10, n10_all, n5, sum(fa_runs.values())),
     }
+    res["fa_worst"] = max(fa_by.values())
     res["pass"] = _goals_met(res) == len(GOAL)
     return res
 
@@ -228,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "met" if r["pass"] else "missed",
             ]
         )
-    goal = ["goal", ">= 95 %", "", ">= 80 %", "<= 1", "", "", "", "", "", ">= 90 %", "", ""]
+    goal = ["goal", ">= 95 %", "", ">= 80 %", "", *(["<= 1"] * len(NOISE_MODELS)), "", ">= 90 %", "", ""]
     _table(head, [*rows, goal], markdown=args.markdown)
     best = max(results, key=_rank)
     print(f"best by this benchmark: {best['name']} (product default: {DEFAULT.name})")
@@ -241,11 +243,12 @@ def _pct(x: float) -> str:
 
 def _rank(r: dict) -> tuple:
     """Goal met first, then the number of goals met, then recall at CV <= 2 %, then fewer false alerts."""
-    return (r["pass"], _goals_met(r), r["r10"] + r["r5"], -r["fa"])
+    return (r["pass"], _goals_met(r), r["r10"] + r["r5"], -r["fa_worst"])
 
 
 def _goals_met(r: dict) -> int:
-    return sum((r["r10"] >= GOAL["r10"], r["r5"] >= GOAL["r5"], r["fa"] <= GOAL["fa"], r["exact"] >= GOAL["exact"]))
+    checks = (r["r10"] >= GOAL["r10"], r["r5"] >= GOAL["r5"], r["fa_worst"] <= GOAL["fa"], r["exact"] >= GOAL["exact"])
+    return sum(checks)
 
 
 def _table(head: list[str], rows: list[list[str]], *, markdown: bool) -> None:

@@ -152,6 +152,13 @@ _C.VALIDATION.RULES.PERF_MIN_CHANGE = 0.05  # fraction
 _C.VALIDATION.RULES.PERF_LOOKBACK = 100
 _C.VALIDATION.RULES.PERF_MIN_HISTORY = 5
 _C.VALIDATION.RULES.REF_PERF_TOLERANCE = 0.05
+# Change-point detection of perf_history / accuracy_history (reid_tasks/results/detect.py, chosen by
+# benchmarks/bench_detect.py): smallest perf change that alerts (fraction), robust z of the new level, the
+# Mann-Whitney test's level, and how many runs before a change form its "before" level.
+_C.VALIDATION.RULES.CHANGE_MIN_EFFECT = 0.04
+_C.VALIDATION.RULES.CHANGE_Z = 4.0
+_C.VALIDATION.RULES.CHANGE_ALPHA = 0.01
+_C.VALIDATION.RULES.CHANGE_WINDOW = 40
 # (target, device kind, batch size, card throughput in samples/s): the seed's Ascend 310 figures, i.e. its
 # measured "Interface throughputRate" x 4 chips. The seed's text has two multiplication slips (bs4:
 # 469.146 x 4 written as 1984.584, bs8: 551.773 x 4 written as 2206.932); the products of its measurements

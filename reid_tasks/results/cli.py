@@ -213,6 +213,7 @@ ALERT_COLUMNS = (
     "baseline",
     "threshold",
     "z",
+    "change_run",
     "created_at",
     "acknowledged_at",
     "message",
@@ -262,6 +263,11 @@ def cmd_ack(args: argparse.Namespace) -> int:
         alert = store.ack(args.id, by=by)
         status = store.get_run(alert.run_key).status
     print(f"alert {alert.id} acknowledged ({alert.series_key} {alert.metric}); run {alert.run_key} is {status}")
+    if alert.change_run is not None:
+        print(
+            f"new baseline accepted: {alert.series_key} {alert.metric} is judged only against runs from "
+            f"{alert.change_run} on"
+        )
     return 0
 
 
@@ -297,6 +303,17 @@ def cmd_history(args: argparse.Namespace) -> int:
             f"baseline {_cell(series.baseline)} ({series.method}), threshold {_cell(series.threshold)}, "
             f"band [{_cell(lo)}, {_cell(hi)}]"
         )
+        for c in series.change_points:
+            p = "" if c.p_value is None else f", p {c.p_value:.2g}"
+            rel = "" if c.rel_change is None else f" ({c.rel_change * 100:+.1f} %{p})"
+            state = "accepted" if c.accepted else "open"
+            print(
+                f"change point at {c.run_key}: {_cell(c.level_before)} -> {_cell(c.level_after)}{rel}, "
+                f"{state}, alert(s) {', '.join(map(str, c.alert_ids))}"
+            )
+        for b in series.baselines:
+            by = f" by {b.accepted_by}" if b.accepted_by else ""
+            print(f"baseline restarted at {b.run_key} (accepted {_cell(b.accepted_at)}{by}, alert {_cell(b.alert_id)})")
     emit([vars(p) for p in series.points], ("run_key", "started_at", "value", "status", "good"), args.format)
     return 0
 

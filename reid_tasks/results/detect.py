@@ -322,8 +322,17 @@ class RobustChange:
     def __post_init__(self) -> None:
         if not 1 <= self.min_post <= self.max_post:
             raise ResultsError(f"RobustChange: need 1 <= min_post <= max_post, got {self.min_post}, {self.max_post}")
-        if self.min_pre < 2 or self.window < self.min_pre:
-            raise ResultsError(f"RobustChange: need 2 <= min_pre <= window, got {self.min_pre}, {self.window}")
+        if self.min_pre < 1 or self.window < self.min_pre:
+            raise ResultsError(f"RobustChange: need 1 <= min_pre <= window, got {self.min_pre}, {self.window}")
+
+    def ready(self, n: int) -> bool:
+        """Whether a series of ``n`` values (the newest included) is long enough for this detector to be able
+        to alert at all (enough runs before a split, and a Mann-Whitney p-value <= ``alpha`` attainable)."""
+        for n_post in range(self.min_post, self.max_post + 1):
+            n_pre = min(n - n_post, self.window)
+            if n_pre >= self.min_pre and (self.alpha >= 1 or _mw_cdf(n_pre, n_post)[0] <= self.alpha):
+                return True
+        return False
 
     def locate(self, y: Sequence[float]) -> int | None:
         """The split (start of the new level) among the last ``max_post`` runs that minimises the two-segment
@@ -376,11 +385,15 @@ class RobustChange:
 DEFAULT = RobustChange()
 
 
-def detector_for(metric_kind: str, *, min_effect: float, relative: bool) -> RobustChange:
-    """The product's detector for a metric kind: perf series are noisy (>= 2 runs at the new level, relative
-    effect); accuracy series of one identity are deterministic, so one run at a new level is a change."""
-    if metric_kind == "perf":
-        return dataclasses.replace(DEFAULT, min_effect=min_effect, relative=relative)
-    if metric_kind == "accuracy":
-        return dataclasses.replace(DEFAULT, min_effect=min_effect, relative=relative, min_post=1, min_pre=2)
-    raise ResultsError(f"detector_for: metric kind must be 'perf' or 'accuracy', got {metric_kind!r}")
+def perf_detector(min_effect: float, z: float, alpha: float, window: int) -> RobustChange:
+    """The product's detector for perf series (noisy: >= 2 runs at a new level; ``min_effect`` a fraction)."""
+    return dataclasses.replace(DEFAULT, min_effect=min_effect, z=z, alpha=alpha, window=window)
+
+
+def accuracy_detector(max_drop: float, window: int, z: float) -> RobustChange:
+    """The product's detector for accuracy series: one identity's accuracy is deterministic up to tool
+    versions, so one run at a new level is a change (no rank test: its p-value needs several new runs);
+    ``max_drop`` in points (absolute), the level is the median of up to ``window`` runs."""
+    return dataclasses.replace(
+        DEFAULT, min_effect=max_drop, relative=False, z=z, alpha=1.0, min_post=1, min_pre=1, window=window
+    )

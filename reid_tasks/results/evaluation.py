@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from . import rules
+from . import detect, rules
 from .records import SeriesVerdict
 from .rules import RuleConfig
 from .series import accuracy_series, series_key
@@ -23,10 +24,21 @@ ACCURACY_VALUES = rules.ACCURACY_RULE_METRICS
 
 @dataclasses.dataclass(frozen=True)
 class Prior:
-    """One earlier good point of a series: the run it came from and its values."""
+    """One earlier point of a series: the run it came from, its values, when the run started and (for the
+    change-point trail) the run's context."""
 
     run_key: str
     values: Mapping[str, float | None]
+    started_at: datetime | None = None
+    context: Mapping[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """An accepted change: the series' baseline for one metric restarts at run ``run_key``."""
+
+    run_key: str
+    started_at: datetime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +47,10 @@ class Observation:
 
     ``context``: what an alert's "what changed" compares (model, dataset, config, environment; perf adds tool
     versions and device id); ``history``: earlier good points of the same series, newest first;
-    ``before``: the context of the newest of them (None without history).
+    ``before``: the context of the newest of them (None without history); ``run_key``: the run's;
+    ``trail``: the earlier points of good and regressed runs (what change-point detection reads), oldest first,
+    with their contexts; ``baselines``: {metric: accepted baseline start} -- history and trail before it
+    are ignored for that metric.
     """
 
     series: Mapping[str, Any]
@@ -43,14 +58,31 @@ class Observation:
     context: Mapping[str, Any]
     history: Sequence[Prior] = ()
     before: Mapping[str, Any] | None = None
+    trail: Sequence[Prior] = ()
+    baselines: Mapping[str, Baseline] = dataclasses.field(default_factory=dict)
+    run_key: str | None = None
 
     @property
     def base_key(self) -> str | None:
         return self.history[0].run_key if self.history else None
 
+    def _since(self, name: str, points: Sequence[Prior]) -> list[Prior]:
+        start = self.baselines.get(name)
+        return [
+            p
+            for p in points
+            if p.values.get(name) is not None
+            and (start is None or p.started_at is None or p.started_at >= start.started_at)
+        ]
+
     def past(self, name: str) -> list[float]:
-        """The history's values of one measure, newest first, unmeasured ones left out."""
-        return [float(v) for p in self.history if (v := p.values.get(name)) is not None]
+        """The history's values of one measure since its accepted baseline, newest first, unmeasured ones
+        left out."""
+        return [float(p.values[name]) for p in self._since(name, self.history)]  # type: ignore[arg-type]
+
+    def trail_of(self, name: str) -> list[Prior]:
+        """The trail's points with a value of one measure since its accepted baseline, oldest first."""
+        return self._since(name, self.trail)
 
 
 def describe_diff(diff: Mapping[str, list[Any]], base_run: str | None) -> str:
@@ -58,9 +90,12 @@ def describe_diff(diff: Mapping[str, list[Any]], base_run: str | None) -> str:
         return "no earlier good run to compare the environment with"
     if not diff:
         return f"nothing changed in model, ONNX, config, dataset or environment since the last good run {base_run}"
+    return f"changed since the last good run {base_run}: " + _diff_fields(diff)
+
+
+def _diff_fields(diff: Mapping[str, list[Any]]) -> str:
     parts = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:8]]
-    more = f" (+{len(diff) - 8} more)" if len(diff) > 8 else ""
-    return f"changed since the last good run {base_run}: " + "; ".join(parts) + more
+    return "; ".join(parts) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
 
 
 class _Verdicts:
@@ -70,15 +105,27 @@ class _Verdicts:
         self.verdicts: list[SeriesVerdict] = []
         self.alerts: list[dict[str, Any]] = []
 
-    def add(self, check: rules.Check, obs: Observation, series: Mapping[str, Any] | None = None) -> None:
-        """Record ``check`` on ``obs``'s series (or ``series``, for a same-run rule: no environment diff)."""
+    def add(
+        self,
+        check: rules.Check,
+        obs: Observation,
+        series: Mapping[str, Any] | None = None,
+        trail: Sequence[Prior] = (),
+    ) -> None:
+        """Record ``check`` on ``obs``'s series (or ``series``, for a same-run rule: no environment diff).
+        ``trail``: the points a change-point check ran on (its change's environment diff is taken there)."""
         same_run = series is not None
         ser = dict(series if same_run else obs.series)
         key = series_key(ser)
-        diff = {} if same_run else rules.env_diff(obs.before, obs.context)
+        change = check.change
+        if change is not None:
+            diff, diff_text = _change_diff(change, obs, trail)
+        else:
+            diff = {} if same_run else rules.env_diff(obs.before, obs.context)
+            diff_text = describe_diff(diff, obs.base_key if obs.before is not None else None)
         message = f"{key} {check.metric}: {check.detail}"
         if check.regressed and not same_run:
-            message += "; " + describe_diff(diff, obs.base_key if obs.before is not None else None)
+            message += "; " + diff_text
         self.verdicts.append(
             SeriesVerdict(
                 rule=check.rule,
@@ -107,36 +154,88 @@ class _Verdicts:
                     "z": check.z,
                     "message": message,
                     "env_diff": diff,
+                    "change_run": None if change is None else change.run_key,
+                    "level_before": None if change is None else change.before,
+                    "level_after": None if change is None else change.after,
+                    "p_value": None if change is None else change.p_value,
                 }
             )
 
 
+def _change_diff(change: detect.Change, obs: Observation, trail: Sequence[Prior]) -> tuple[dict[str, Any], str]:
+    """The environment diff of a change point: the change run against the run just before it."""
+    contexts = [p.context for p in trail] + [obs.context]
+    before, after = contexts[change.index - 1], contexts[change.index]
+    before_key = trail[change.index - 1].run_key
+    if before is None or after is None:
+        return {}, f"no environment recorded to compare run {change.run_key} with {before_key}"
+    diff = rules.env_diff(before, after)
+    if not diff:
+        return diff, (
+            f"nothing changed in model, ONNX, config, dataset or environment at run {change.run_key} "
+            f"(vs {before_key} before it)"
+        )
+    return diff, f"changed at run {change.run_key} (vs {before_key} before it): " + _diff_fields(diff)
+
+
+def perf_detector(cfg: RuleConfig) -> detect.RobustChange:
+    return detect.perf_detector(cfg.change_min_effect, cfg.change_z, cfg.change_alpha, cfg.change_window)
+
+
+def accuracy_detector(cfg: RuleConfig) -> detect.RobustChange:
+    return detect.accuracy_detector(cfg.history_acc_drop, cfg.history_acc_runs, cfg.change_z)
+
+
+def _change(out: _Verdicts, obs: Observation, metric: str, detector: detect.RobustChange) -> bool:
+    """The change-point verdict of one measure; False when the series is too short for the detector."""
+    observed = obs.values.get(metric)
+    if observed is None:
+        return False
+    trail = obs.trail_of(metric)
+    keys = [p.run_key for p in trail] + [obs.run_key or "(this run)"]
+    earlier = [float(p.values[metric]) for p in trail]  # type: ignore[arg-type]
+    check = rules.change_check(metric, float(observed), earlier, keys, detector)
+    if check is None:
+        return False
+    out.add(check, obs, trail=trail)
+    return True
+
+
 def _perf(out: _Verdicts, obs: Observation, cfg: RuleConfig) -> None:
     ser, v = obs.series, obs.values
+    detector = perf_detector(cfg)
+    done = {m for m in rules.PERF_RULE_METRICS if _change(out, obs, m, detector)}
     ref = cfg.reference_for(ser["target"], ser["device_kind"], ser["batch_size"], ser["precision"])
     card = v.get("card_throughput")
-    thr = rules.perf_check(
-        "throughput",
-        v["throughput"],
-        obs.past("throughput"),
-        ref,
-        cfg,
-        reference_observed=card if card is not None else v["throughput"],
-    )
-    lat = rules.perf_check("latency_p99", v.get("latency_p99"), obs.past("latency_p99"), None, cfg)
-    for check in (thr, lat):
+    checks = []
+    if "throughput" not in done:
+        checks.append(
+            rules.perf_check(
+                "throughput",
+                v["throughput"],
+                obs.past("throughput"),
+                ref,
+                cfg,
+                reference_observed=card if card is not None else v["throughput"],
+            )
+        )
+    if "latency_p99" not in done:
+        checks.append(rules.perf_check("latency_p99", v.get("latency_p99"), obs.past("latency_p99"), None, cfg))
+    for check in checks:
         if check.observed is None and check.regressed is None:
             continue  # latency not measured by this target: nothing to report
         out.add(check, obs)
 
 
 def _accuracy(out: _Verdicts, obs: Observation, cfg: RuleConfig) -> None:
+    detector = accuracy_detector(cfg)
     for metric in rules.ACCURACY_RULE_METRICS:
         observed = float(obs.values[metric])  # type: ignore[arg-type]
         reference = cfg.reference_accuracy(metric)
         if reference is not None:
             out.add(rules.accuracy_reference_check(metric, observed, reference, cfg.ref_acc_tolerance), obs)
-        out.add(rules.accuracy_history_check(metric, observed, obs.past(metric), cfg.history_acc_drop), obs)
+        if not _change(out, obs, metric, detector):
+            out.add(rules.accuracy_history_check(metric, observed, obs.past(metric), cfg.history_acc_drop), obs)
 
 
 def _batch_invariance(out: _Verdicts, accuracy: Sequence[Observation], cfg: RuleConfig) -> None:

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 models of the results database (tables validation_runs, perf_results, accuracy_results, alerts).
+"""SQLAlchemy 2 models of the results database (validation_runs, perf_results, accuracy_results, alerts,
+series_baselines).
 
 Units: throughput in samples/s, latency in ms, accuracy (rank1, rank5, rank10, mAP, mINP) in **percent**
 (0..100). Timestamps are UTC, timezone-aware.
@@ -106,7 +107,7 @@ class ValidationRun(Base):
 
     perf: Mapped[list[PerfResult]] = relationship(back_populates="run", passive_deletes=True)
     accuracy: Mapped[list[AccuracyResult]] = relationship(back_populates="run", passive_deletes=True)
-    alerts: Mapped[list[Alert]] = relationship(back_populates="run", passive_deletes=True)
+    alerts: Mapped[list[Alert]] = relationship(back_populates="run", passive_deletes=True, foreign_keys="Alert.run_pk")
 
 
 class PerfResult(Base):
@@ -214,5 +215,30 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
     acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(250))
+    # Change-point alerts (perf_history / accuracy_history): the run where the level changed, the levels
+    # before / from it on (medians) and the test's p-value (``z`` holds the detector's score).
+    change_run_pk: Mapped[int | None] = mapped_column(
+        "change_run_id", ForeignKey("validation_runs.id", ondelete="SET NULL")
+    )
+    level_before: Mapped[float | None] = mapped_column(Float)
+    level_after: Mapped[float | None] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float)
 
-    run: Mapped[ValidationRun] = relationship(back_populates="alerts")
+    run: Mapped[ValidationRun] = relationship(back_populates="alerts", foreign_keys=[run_pk])
+    change_run: Mapped[ValidationRun | None] = relationship(foreign_keys=[change_run_pk], lazy="joined")
+
+
+class SeriesBaseline(Base):
+    """An accepted change: from run ``start_run`` on, the verdicts of one metric of one series use only the
+    runs from that run on (written when a change-point alert is acknowledged)."""
+
+    __tablename__ = "series_baselines"
+    __table_args__ = (UniqueConstraint("series_key", "metric", "start_run_id", name="uq_series_baselines"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_key: Mapped[str] = mapped_column(String(250))
+    metric: Mapped[str] = mapped_column(String(32))
+    start_run_pk: Mapped[int] = mapped_column("start_run_id", ForeignKey("validation_runs.id", ondelete="CASCADE"))
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id", ondelete="SET NULL"))
+    accepted_by: Mapped[str | None] = mapped_column(String(250))
+    accepted_at: Mapped[datetime] = mapped_column(default=_now)

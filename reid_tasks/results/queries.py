@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..errors import ResultsError
-from .evaluation import Observation, Prior
-from .models import AccuracyResult, Alert, PerfResult, ValidationRun
-from .records import SeriesPoint
+from .detect import DEFAULT as _DETECTOR
+from .evaluation import Baseline, Observation, Prior
+from .models import AccuracyResult, Alert, PerfResult, SeriesBaseline, ValidationRun
+from .records import ChangeMark, SeriesPoint
 from .rules import RuleConfig
-from .series import accuracy_series, perf_series
+from .series import accuracy_series, perf_series, series_key
 
 # The stored column of each rule measure.
 PERF_COLUMNS = {
@@ -29,6 +30,8 @@ PERF_COLUMNS = {
     "card_throughput": PerfResult.card_throughput,
 }
 ACCURACY_COLUMNS = {"rank1": AccuracyResult.rank1, "mAP": AccuracyResult.mAP}
+# Runs after a change the detector looks at (its search span), on top of the "before" window.
+CHANGE_MAX_POST = _DETECTOR.max_post
 
 
 def series_filter(series: Mapping[str, Any]) -> tuple[Any, list[Any]]:
@@ -79,50 +82,106 @@ class _Loader:
             self._runs[pk] = run
         return self._runs[pk]
 
-    def prior(self, series: Mapping[str, Any], columns: Mapping[str, Any], extra: Sequence[Any], limit: int) -> list:
-        """The newest ``limit`` good rows of a series before this run: (run_key, run_pk, *columns, *extra)."""
+    def prior(
+        self,
+        series: Mapping[str, Any],
+        columns: Mapping[str, Any],
+        extra: Sequence[Any],
+        limit: int,
+        *,
+        good_only: bool = True,
+        since: datetime | None = None,
+    ) -> list:
+        """The newest ``limit`` rows of a series before this run: (run_key, run_pk, started_at, *columns,
+        *extra); good runs only, or (``good_only=False``) also the regressed ones (a change's new level is
+        made of them; failed and running runs never count); ``since``: runs started then or later only."""
         model, conds = series_filter(series)
+        statuses = ("success",) if good_only else ("success", "regressed")
+        status = ValidationRun.status.in_(statuses)
+        if since is not None:
+            conds = [*conds, model.run_started_at >= since]
         q = (
-            select(ValidationRun.run_key, model.run_pk, *columns.values(), *extra)
+            select(ValidationRun.run_key, model.run_pk, model.run_started_at, *columns.values(), *extra)
             .join(ValidationRun, model.run_pk == ValidationRun.id)
-            .where(
-                *conds,
-                model.run_started_at < self.run.started_at,
-                model.run_pk != self.run.id,
-                ValidationRun.status == "success",
-            )
+            .where(*conds, model.run_started_at < self.run.started_at, model.run_pk != self.run.id, status)
             .order_by(model.run_started_at.desc())
             .limit(limit)
         )
         return list(self.s.execute(q).all())
 
+    def baselines(self, series: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, Baseline]:
+        """{metric: the newest accepted baseline start of the series at or before this run}."""
+        q = (
+            select(SeriesBaseline.metric, ValidationRun.run_key, ValidationRun.started_at)
+            .join(ValidationRun, SeriesBaseline.start_run_pk == ValidationRun.id)
+            .where(
+                SeriesBaseline.series_key == series_key(series),
+                SeriesBaseline.metric.in_(list(metrics)),
+                ValidationRun.started_at <= self.run.started_at,
+            )
+            .order_by(ValidationRun.started_at)
+        )
+        return {metric: Baseline(key, started) for metric, key, started in self.s.execute(q)}
+
     @staticmethod
-    def _priors(hist: Sequence[Any], names: Sequence[str]) -> list[Prior]:
-        return [Prior(run_key=h[0], values=dict(zip(names, h[2 : 2 + len(names)], strict=True))) for h in hist]
+    def _priors(hist: Sequence[Any], names: Sequence[str], contexts: Sequence[Any] | None = None) -> list[Prior]:
+        return [
+            Prior(
+                run_key=h[0],
+                values=dict(zip(names, h[3 : 3 + len(names)], strict=True)),
+                started_at=h[2],
+                context=None if contexts is None else contexts[i],
+            )
+            for i, h in enumerate(hist)
+        ]
+
+    def _observe(
+        self,
+        ser: dict[str, Any],
+        columns: Mapping[str, Any],
+        extra: Sequence[Any],
+        lookback: int,
+        window: int,
+        values: dict[str, float | None],
+        context: Any,
+    ) -> Observation:
+        """An observation of one row: good history, the change-point trail (oldest first, with contexts) and
+        the accepted baselines; ``context(run, row_tuple)`` builds a run context."""
+        names = list(columns)
+        baselines = self.baselines(ser, names)
+        # One query for history and trail from the oldest accepted start on (each metric is cut at its own).
+        since = min((b.started_at for b in baselines.values()), default=None) if len(baselines) == len(names) else None
+        hist = self.prior(ser, columns, extra, lookback, since=since)
+        trail = self.prior(ser, columns, extra, window, good_only=False, since=since)[::-1]
+        contexts = [context(self._run_by_pk(t[1]), t) for t in trail]
+        return Observation(
+            series=ser,
+            values=values,
+            context=context(self.run, None),
+            history=self._priors(hist, names),
+            before=context(self._run_by_pk(hist[0][1]), hist[0]) if hist else None,
+            trail=self._priors(trail, names, contexts),
+            baselines=baselines,
+            run_key=self.run.run_key,
+        )
 
     def perf(self, row: PerfResult) -> Observation:
         ser = perf_series(row.target, row.device_kind, row.batch_size, row.precision, row.mode)
         extra = (PerfResult.tool_versions, PerfResult.device_id)
-        hist = self.prior(ser, PERF_COLUMNS, extra, self.cfg.perf_lookback)
-        before = _perf_context(self._run_by_pk(hist[0][1]), hist[0][-2], hist[0][-1]) if hist else None
-        return Observation(
-            series=ser,
-            values={name: getattr(row, col.key) for name, col in PERF_COLUMNS.items()},
-            context=_perf_context(self.run, row.tool_versions, row.device_id),
-            history=self._priors(hist, list(PERF_COLUMNS)),
-            before=before,
-        )
+
+        def context(run: ValidationRun, t: Any) -> dict[str, Any]:
+            return _perf_context(run, *((row.tool_versions, row.device_id) if t is None else t[-2:]))
+
+        values = {name: getattr(row, col.key) for name, col in PERF_COLUMNS.items()}
+        window = self.cfg.change_window + CHANGE_MAX_POST
+        return self._observe(ser, PERF_COLUMNS, extra, self.cfg.perf_lookback, window, values, context)
 
     def accuracy(self, row: AccuracyResult) -> Observation:
         ser = accuracy_series(row.target, row.batch_size, row.precision, row.re_ranking)
-        hist = self.prior(ser, ACCURACY_COLUMNS, (), self.cfg.history_acc_runs)
-        return Observation(
-            series=ser,
-            values={name: float(getattr(row, name)) for name in ACCURACY_COLUMNS},
-            context=run_context(self.run),
-            history=self._priors(hist, list(ACCURACY_COLUMNS)),
-            before=run_context(self._run_by_pk(hist[0][1])) if hist else None,
-        )
+        values = {name: float(getattr(row, name)) for name in ACCURACY_COLUMNS}
+        window = self.cfg.history_acc_runs + CHANGE_MAX_POST
+        runs = self.cfg.history_acc_runs
+        return self._observe(ser, ACCURACY_COLUMNS, (), runs, window, values, lambda run, _t: run_context(run))
 
 
 def observations(s: Session, run: ValidationRun, cfg: RuleConfig) -> tuple[list[Observation], list[Observation]]:
@@ -154,10 +213,11 @@ def only_device_kind(s: Session, target: str, batch_size: int, precision: str, m
 
 
 def series_history(
-    s: Session, ser: Mapping[str, Any], column: Any, limit: int, lookback: int
+    s: Session, ser: Mapping[str, Any], column: Any, limit: int, lookback: int, since: datetime | None = None
 ) -> tuple[list[SeriesPoint], list[float]]:
     """A chart's data: the last ``limit`` finished points of a series (oldest first) and the values of its
-    last ``lookback`` good runs (newest first), the baseline the next run is judged against."""
+    last ``lookback`` good runs (newest first; started at ``since`` or later), the baseline the next run is
+    judged against."""
     model, conds = series_filter(ser)
     base_q = (
         select(
@@ -178,7 +238,12 @@ def series_history(
         for (v,) in s.execute(
             select(column)
             .join(ValidationRun, model.run_pk == ValidationRun.id)
-            .where(*conds, column.is_not(None), ValidationRun.status == "success")
+            .where(
+                *conds,
+                column.is_not(None),
+                ValidationRun.status == "success",
+                *([model.run_started_at >= since] if since is not None else []),
+            )
             .order_by(model.run_started_at.desc())
             .limit(lookback)
         )
@@ -247,3 +312,23 @@ def result_rows(
         ).all()
     )
     return runs, perf, acc, open_alerts  # type: ignore[return-value]
+
+
+def change_marks(s: Session, ser_key: str, metric: str) -> list[ChangeMark]:
+    """The change points the alerts of one series and metric named, oldest first (one per change run)."""
+    change_run = ValidationRun.__table__.alias("change_run")
+    rows = s.execute(
+        select(Alert, change_run.c.run_key, change_run.c.started_at)
+        .join(change_run, Alert.change_run_pk == change_run.c.id)
+        .where(Alert.series_key == ser_key, Alert.metric == metric)
+        .order_by(change_run.c.started_at, Alert.created_at, Alert.id)
+    ).all()
+    marks: dict[str, ChangeMark] = {}
+    for a, key, started in rows:
+        prev = marks.get(key)
+        ids = [*(prev.alert_ids if prev else []), a.id]
+        accepted = (prev.accepted if prev else False) or a.acknowledged_at is not None
+        before, after = a.level_before, a.level_after
+        rel = (after - before) / abs(before) if before and after is not None else None
+        marks[key] = ChangeMark(key, started, before, after, rel, a.p_value, ids, accepted)  # newest alert's levels
+    return list(marks.values())

@@ -209,7 +209,8 @@ class AccuracyRow(_Record):
 
 @dataclasses.dataclass(frozen=True)
 class AlertRecord(_Record):
-    """A stored regression alert. ``env_diff``: {field: [value in last good run, value now]}.
+    """A stored regression alert. ``env_diff``: {field: [value in last good run, value now]}; for a
+    change-point alert (``change_run`` set): {field: [value in the run before the change, at the change]}.
 
     ``dag_id`` / ``run_id``: the Airflow DAG run of the alert's run (None for runs outside Airflow).
     """
@@ -231,10 +232,21 @@ class AlertRecord(_Record):
     acknowledged_by: str | None = None
     dag_id: str | None = None
     run_id: str | None = None
+    change_run: str | None = None
+    level_before: float | None = None
+    level_after: float | None = None
+    p_value: float | None = None
 
     @property
     def open(self) -> bool:
         return self.acknowledged_at is None
+
+    @property
+    def rel_change(self) -> float | None:
+        """(level after - level before) / |level before| of a change-point alert, else None."""
+        if self.level_before is None or self.level_after is None or not self.level_before:
+            return None
+        return (self.level_after - self.level_before) / abs(self.level_before)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,12 +343,45 @@ class SeriesPoint(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class ChangeMark(_Record):
+    """A change point found on a series: the run where the level changed, the levels before / from it on,
+    the relative change and p-value, the alerts that named it and whether it was accepted (acknowledged)."""
+
+    run_key: str
+    started_at: datetime | None
+    level_before: float | None
+    level_after: float | None
+    rel_change: float | None
+    p_value: float | None
+    alert_ids: list[int]
+    accepted: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineMark(_Record):
+    """An accepted baseline: from run ``run_key`` on, the series' ``metric`` is judged only against runs from
+    that run on (``alert_id``: the acknowledged change-point alert)."""
+
+    series_key: str
+    metric: str
+    run_key: str
+    started_at: datetime
+    alert_id: int | None
+    accepted_by: str | None
+    accepted_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
 class Series(_Record):
     """History of one metric of one series, oldest point first, with the baseline the next run is compared to.
 
     ``band``: (lower, upper) values that do not raise an alert for the next run (None where unbounded);
-    for perf: the z-score band (mean -/+ PERF_Z sigma) widened to the PERF_MIN_CHANGE tolerance;
-    for accuracy: the HISTORY_ACC_DROP tolerance below the median.
+    ``method`` says how: ``change_point`` (the level = median of the recent runs since the accepted
+    baseline; a change worse than CHANGE_MIN_EFFECT (perf) / HISTORY_ACC_DROP pt (accuracy) alerts once
+    confirmed), ``perf_history`` while a perf series is too short for change-point detection (the z-score
+    band widened to PERF_MIN_CHANGE), ``perf_reference``, ``accuracy_history`` or ``none``.
+    ``change_points`` / ``baselines``: the change points alerts named and the accepted baselines (chart
+    markers), oldest first.
     """
 
     metric: str
@@ -350,12 +395,14 @@ class Series(_Record):
     threshold: float | None
     band: tuple[float | None, float | None]
     method: str
+    change_points: list[ChangeMark] = dataclasses.field(default_factory=list)
+    baselines: list[BaselineMark] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "band", tuple(self.band))
 
 
-Series._NESTED = {"points": SeriesPoint}
+Series._NESTED = {"points": SeriesPoint, "change_points": ChangeMark, "baselines": BaselineMark}
 
 
 _PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy", "reid-validate")

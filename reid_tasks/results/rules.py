@@ -2,6 +2,9 @@
 
 Rules (thresholds under VALIDATION.RULES, reference accuracy under VALIDATION.REFERENCE):
 
+- ``perf_history`` / ``accuracy_history`` on a series with enough runs since its accepted baseline: change-point
+  detection (``change_check``, detector in ``detect``): the verdict names the run where the level changed.
+  The single-point rules below judge while a series is too short for it.
 - ``accuracy_reference``: Rank-1 or mAP below the configured reference by more than REF_ACC_TOLERANCE pt.
   Only when a reference is configured for the model under test (``RuleConfig.reference_rank1`` / ``_map``).
 - ``accuracy_history``: Rank-1 or mAP more than HISTORY_ACC_DROP pt below the median of the last
@@ -28,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ResultsError
+from .detect import Change, RobustChange
 from .records import _Record
 
 
@@ -85,6 +89,10 @@ class RuleConfig(_Record):
     perf_lookback: int = 100
     perf_min_history: int = 5
     ref_perf_tolerance: float = 0.05
+    change_min_effect: float = 0.04
+    change_z: float = 4.0
+    change_alpha: float = 0.01
+    change_window: int = 40
     reference_throughput: tuple[tuple[Any, ...], ...] = ()
     reference_rank1: float | None = None
     reference_map: float | None = None
@@ -100,7 +108,7 @@ class RuleConfig(_Record):
                 )
             entries.append((str(entry[0]), str(entry[1]), int(entry[2]), float(entry[3]), *entry[4:]))
         object.__setattr__(self, "reference_throughput", tuple(entries))
-        for name in ("perf_lookback", "perf_min_history", "history_acc_runs"):
+        for name in ("perf_lookback", "perf_min_history", "history_acc_runs", "change_window"):
             if int(getattr(self, name)) < 1:
                 raise ResultsError(f"RuleConfig.{name} must be >= 1, got {getattr(self, name)!r}")
 
@@ -129,6 +137,10 @@ class RuleConfig(_Record):
             perf_lookback=int(r.PERF_LOOKBACK),
             perf_min_history=int(r.PERF_MIN_HISTORY),
             ref_perf_tolerance=float(r.REF_PERF_TOLERANCE),
+            change_min_effect=float(r.CHANGE_MIN_EFFECT),
+            change_z=float(r.CHANGE_Z),
+            change_alpha=float(r.CHANGE_ALPHA),
+            change_window=int(r.CHANGE_WINDOW),
             reference_throughput=tuple(tuple(e) for e in r.REFERENCE_THROUGHPUT),
             reference_rank1=rank1,
             reference_map=map_,
@@ -164,6 +176,7 @@ class Check:
     regressed: bool | None
     history: int
     detail: str
+    change: Change | None = None  # the change point behind a change-detection verdict
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -264,6 +277,46 @@ def perf_check(
         n,
         f"{_fmt(observed, spec.unit)}; no perf verdict: {n} prior good run(s) "
         f"(< {cfg.perf_min_history}) and no reference configured",
+    )
+
+
+def change_check(
+    metric: str, observed: float, earlier: Sequence[float], keys: Sequence[str], detector: RobustChange
+) -> Check | None:
+    """The change-point verdict of one series (``perf_history`` / ``accuracy_history``): ``earlier`` are the
+    values of the series' earlier finished runs since its accepted baseline, oldest first, ``keys`` the run
+    keys of ``earlier`` + the run under evaluation. None when the series is still too short for the detector
+    (the caller falls back to the single-point rule)."""
+    spec = metric_spec(metric)
+    values = [*map(float, earlier), float(observed)]
+    if len(keys) != len(values):
+        raise ResultsError(f"change_check: {len(keys)} run keys for {len(values)} values")
+    if not detector.ready(len(values)):
+        return None
+    rule = "perf_history" if spec.kind == "perf" else "accuracy_history"
+    change = detector.check(values, higher_is_better=spec.higher_is_better, keys=keys)
+    level = change.before if change else statistics.median(earlier[-detector.window :])
+    margin = detector.min_effect * abs(level) if detector.relative else detector.min_effect
+    threshold = level - spec.sign * margin
+    limit = f"{detector.min_effect * 100:g} %" if detector.relative else f"{detector.min_effect:g} {spec.unit}"
+    if change is None:
+        n = min(len(earlier), detector.window)
+        detail = (
+            f"{_fmt(observed, spec.unit)} vs level {_fmt(level, spec.unit)} (median of the last {n} runs); "
+            f"no change point worse by >= {limit}"
+        )
+        return Check(rule, metric, observed, level, threshold, None, False, n, detail)
+    return Check(
+        rule,
+        metric,
+        observed,
+        change.before,
+        threshold,
+        change.score,
+        True,
+        change.n_before,
+        change.describe(spec.unit),
+        change=change,
     )
 
 

@@ -17,6 +17,7 @@ being evaluated, the run itself excluded. See reid_tasks.results.models for the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 from typing import Any, TypeVar
@@ -28,11 +29,12 @@ from ..errors import ResultsError, ResultsNotFound
 from . import queries, rules
 from .engine import Database, make_engine
 from .evaluation import evaluate
-from .models import AccuracyResult, Alert, PerfResult, ValidationRun
+from .models import AccuracyResult, Alert, PerfResult, SeriesBaseline, ValidationRun
 from .records import (
     FINAL_STATUSES,
     AccuracyRow,
     AlertRecord,
+    BaselineMark,
     PerfRow,
     ResultRow,
     RunInfo,
@@ -52,7 +54,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The columns an alert raised again by a re-evaluation updates (its acknowledgement is kept).
-_ALERT_UPDATE = ("series", "observed", "baseline", "threshold", "z", "message", "env_diff")
+_ALERT_UPDATE = (
+    "series",
+    "observed",
+    "baseline",
+    "threshold",
+    "z",
+    "message",
+    "env_diff",
+    "change_run_id",
+    "level_before",
+    "level_after",
+    "p_value",
+)
 # The run columns an alert record carries (selected beside the Alert entity).
 _RUN_REF = (ValidationRun.run_key, ValidationRun.dag_id, ValidationRun.run_id)
 
@@ -240,12 +254,27 @@ class ResultsStore(Database):
                 s.execute(delete(Alert).where(Alert.id.in_(stale)))
             if pending:
                 now = utcnow()
+                change_keys = {a["change_run"] for a in pending if a["change_run"] is not None}
+                pks = dict(
+                    s.execute(
+                        select(ValidationRun.run_key, ValidationRun.id).where(ValidationRun.run_key.in_(change_keys))
+                    ).all()
+                )
                 stmt = self._insert(Alert.__table__)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["run_id", "rule", "metric", "series_key"],
                     set_={k: stmt.excluded[k] for k in _ALERT_UPDATE},
                 )
-                s.execute(stmt, [{**a, "run_id": run.id, "created_at": now} for a in pending])
+                rows = [
+                    {
+                        **{k: v for k, v in a.items() if k != "change_run"},
+                        "change_run_id": pks.get(a["change_run"]),
+                        "run_id": run.id,
+                        "created_at": now,
+                    }
+                    for a in pending
+                ]
+                s.execute(stmt, rows)
             stored = s.scalars(select(Alert).where(Alert.run_pk == run.id).order_by(Alert.id)).all()
             if run.status in ("success", "regressed"):
                 run.status = "regressed" if any(a.acknowledged_at is None for a in stored) else "success"
@@ -309,23 +338,92 @@ class ResultsStore(Database):
 
     def ack(self, alert_id: int, by: str | None = None) -> AlertRecord:
         """Acknowledge an alert (idempotent). When the last open alert of a 'regressed' run is acknowledged,
-        the run becomes 'success' and serves as a baseline again (the new level is accepted)."""
+        the run becomes 'success' and serves as a baseline again.
+
+        A change-point alert accepts the new level: every open change-point alert naming the same change run
+        of the same series (any metric: throughput and latency move together) is acknowledged with it, and
+        the series' baseline of each of their metrics restarts at the change run (later verdicts use only
+        runs from it on; ``series_baselines`` rows record it).
+        """
 
         def write(s: Session) -> AlertRecord:
             alert = s.get(Alert, int(alert_id))
             if alert is None:
                 raise ResultsNotFound(f"no alert with id {alert_id} in the results database")
-            if alert.acknowledged_at is None:
-                alert.acknowledged_at = utcnow()
-                alert.acknowledged_by = by
-                s.flush()
+            now = utcnow()
+            same = [alert]
+            if alert.change_run_pk is not None:
+                same += s.scalars(
+                    select(Alert).where(
+                        Alert.series_key == alert.series_key,
+                        Alert.change_run_pk == alert.change_run_pk,
+                        Alert.acknowledged_at.is_(None),
+                        Alert.id != alert.id,
+                    )
+                ).all()
+                accepted = set(
+                    s.scalars(
+                        select(SeriesBaseline.metric).where(
+                            SeriesBaseline.series_key == alert.series_key,
+                            SeriesBaseline.start_run_pk == alert.change_run_pk,
+                        )
+                    )
+                )
+                for a in same:
+                    if a.metric not in accepted:
+                        accepted.add(a.metric)
+                        s.add(
+                            SeriesBaseline(
+                                series_key=a.series_key,
+                                metric=a.metric,
+                                start_run_pk=a.change_run_pk,
+                                alert_id=a.id,
+                                accepted_by=by,
+                                accepted_at=now,
+                            )
+                        )
+            for a in same:
+                if a.acknowledged_at is None:
+                    a.acknowledged_at, a.acknowledged_by = now, by
+            s.flush()
+            for run_pk in {a.run_pk for a in same}:
+                other = s.get(ValidationRun, run_pk)
+                assert other is not None  # foreign key
+                if other.status == "regressed" and not self._open_alert_count(s, run_pk):
+                    other.status = "success"
             run = s.get(ValidationRun, alert.run_pk)
-            assert run is not None  # foreign key
-            if run.status == "regressed" and not self._open_alert_count(s, run.id):
-                run.status = "success"
+            assert run is not None
             return alert_record(alert, run.run_key, run.dag_id, run.run_id)
 
         return self._write(write)
+
+    def baselines(self, series_key: str | None = None, metric: str | None = None) -> list[BaselineMark]:
+        """Accepted baselines (where a series' baseline restarted), oldest start first."""
+        return self._read(lambda s: self._baselines(s, series_key, metric))
+
+    @staticmethod
+    def _baselines(s: Session, series_key: str | None, metric: str | None) -> list[BaselineMark]:
+        q = (
+            select(SeriesBaseline, ValidationRun.run_key, ValidationRun.started_at)
+            .join(ValidationRun, SeriesBaseline.start_run_pk == ValidationRun.id)
+            .order_by(ValidationRun.started_at, SeriesBaseline.id)
+        )
+        if series_key is not None:
+            q = q.where(SeriesBaseline.series_key == series_key)
+        if metric is not None:
+            q = q.where(SeriesBaseline.metric == metric)
+        return [
+            BaselineMark(
+                series_key=b.series_key,
+                metric=b.metric,
+                run_key=key,
+                started_at=started,
+                alert_id=b.alert_id,
+                accepted_by=b.accepted_by,
+                accepted_at=b.accepted_at,
+            )
+            for b, key, started in s.execute(q)
+        ]
 
     # ------------------------------------------------------------------ queries
     def results(
@@ -400,7 +498,11 @@ class ResultsStore(Database):
                 ser = accuracy_series(target, batch_size, precision, re_ranking)
                 column = getattr(AccuracyResult, metric)
                 lookback = cfg.history_acc_runs
-            points, good = queries.series_history(s, ser, column, limit, lookback)
-            return build_series(metric, ser, points, good, ref, cfg)
+            key = series_key(ser)
+            baselines = self._baselines(s, key, metric)
+            since = baselines[-1].started_at if baselines else None
+            points, good = queries.series_history(s, ser, column, limit, lookback, since)
+            series = build_series(metric, ser, points, good, ref, cfg, since)
+            return dataclasses.replace(series, change_points=queries.change_marks(s, key, metric), baselines=baselines)
 
         return self._read(read)

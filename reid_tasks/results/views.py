@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from . import rules
+from .evaluation import accuracy_detector, perf_detector
 from .records import AlertRecord, ResultRow, Series, SeriesPoint, _Record
 from .rules import RuleConfig
 from .series import series_key
@@ -78,6 +79,10 @@ def alert_record(a: Any, run_key: str, dag_id: str | None, run_id: str | None) -
         acknowledged_at=a.acknowledged_at,
         acknowledged_by=a.acknowledged_by,
         dag_id=dag_id,
+        change_run=a.change_run.run_key if a.change_run is not None else None,
+        level_before=a.level_before,
+        level_after=a.level_after,
+        p_value=a.p_value,
         run_id=run_id,
     )
 
@@ -148,14 +153,22 @@ def build_series(
     good: list[float],
     reference: float | None,
     cfg: RuleConfig,
+    since: datetime | None = None,
 ) -> Series:
     """One metric's points and the baseline / band the next run is judged against (``good``: the baseline
-    values, newest first)."""
+    values, newest first; ``since``: the accepted baseline's start)."""
     spec = rules.metric_spec(metric)
     baseline = std = threshold = None
     band: tuple[float | None, float | None] = (None, None)
     method = "none"
-    if spec.kind == "perf":
+    detector = perf_detector(cfg) if spec.kind == "perf" else accuracy_detector(cfg)
+    recent = [p.value for p in points if since is None or p.started_at >= since][-detector.window :]
+    if recent and detector.ready(len(recent) + 1):
+        baseline, method = statistics.median(recent), "change_point"
+        margin = detector.min_effect * abs(baseline) if detector.relative else detector.min_effect
+        threshold = baseline - spec.sign * margin
+        band = (threshold, None) if spec.higher_is_better else (None, threshold)
+    elif spec.kind == "perf":
         if len(good) >= max(cfg.perf_min_history, 2):
             mean, std, lo, hi = rules.perf_band(good, cfg.perf_z, cfg.perf_min_change)
             baseline, band, method = mean, (lo, hi), "perf_history"

@@ -365,7 +365,8 @@ def counted(auth_manager, seeded_db):
         ("/reid/", 4),
         ("/reid/api/alerts", 1),
         ("/reid/alerts", 1),
-        ("/reid/api/series?metric=throughput&target=onnxruntime&batch_size=16&precision=fp32", 4),
+        # device kind, points, good values, alert markers + accepted baselines and change points (issue 12)
+        ("/reid/api/series?metric=throughput&target=onnxruntime&batch_size=16&precision=fp32", 6),
     ],
 )
 def test_a_request_costs_a_fixed_number_of_queries(counted, tokens, seeded_db, path, bound):

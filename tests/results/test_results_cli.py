@@ -92,7 +92,7 @@ def test_history_plot_and_table(filled: str, tmp_path, capsys: pytest.CaptureFix
         capsys,
     )  # fmt: skip
     data = json.loads(out)
-    assert data["method"] == "accuracy_history" and len(data["points"]) == 7 and data["unit"] == "%"
+    assert data["method"] == "change_point" and len(data["points"]) == 7 and data["unit"] == "%"
 
 
 def test_db_commands(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +100,7 @@ def test_db_commands(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # t
     rc, out = run(["db", "current", "--db", url], capsys)
     assert rc == 0 and "none (no schema)" in out
     rc, out = run(["db", "upgrade", "--db", url], capsys)
-    assert "revision 0001 (head)" in out
+    assert "revision 0003 (head)" in out
     rc, out = run(["db", "downgrade", "base", "--db", url], capsys)
     assert "none (no schema)" in out
     with pytest.raises(ResultsError, match="db upgrade nope"):

@@ -25,7 +25,7 @@ from reid_tasks.results import (
 from reid_tasks.results import migrate as migrate_mod
 from reid_tasks.results.store import make_engine
 
-TABLES = {"validation_runs", "perf_results", "accuracy_results", "alerts"}
+TABLES = {"validation_runs", "perf_results", "accuracy_results", "alerts", "series_baselines"}
 
 
 def _tables(url: str) -> set[str]:
@@ -113,7 +113,7 @@ def test_rerun_updates_never_duplicates(store: ResultsStore) -> None:
     with store.engine.connect() as conn:
         counts = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in sorted(TABLES)]
         started = conn.execute(text("SELECT DISTINCT run_started_at FROM perf_results")).all()
-    assert counts == [1, 0, 2, 1]  # accuracy, alerts, perf (real + pure), runs
+    assert counts == [1, 0, 2, 0, 1]  # accuracy, alerts, perf (real + pure), baselines, runs
     assert len(started) == 1  # the denormalised start time followed the update
 
 
@@ -227,7 +227,7 @@ def test_series_points_and_band(store: ResultsStore) -> None:
     lo, hi = ser.band
     assert lo == ser.threshold < ser.baseline < hi
     acc = store.series("rank1", "onnxruntime", 16)
-    assert acc.method == "accuracy_history" and acc.threshold == pytest.approx(acc.baseline - 0.3)
+    assert acc.method == "change_point" and acc.threshold == pytest.approx(acc.baseline - 0.3)
     empty = store.series("throughput", "tensorrt", 16)
     assert empty.points == [] and empty.baseline is None
     store.start_run(RunInfo(run_key="gpu", started_at=T0 + timedelta(days=9)))
