@@ -12,7 +12,8 @@ from .records import Series
 
 def plot_series(series: Series, out_path: str | os.PathLike[str], *, title: str | None = None) -> Path:
     """Write a PNG: the points (good runs filled, other runs as crosses), the baseline and the band of
-    values that would not raise an alert. Returns the path written."""
+    values that would not raise an alert, change points and accepted baseline restarts (vertical lines).
+    Returns the path written."""
     if not series.points:
         raise ResultsError(f"no points to plot for {series.series_key} {series.metric}")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -41,6 +42,13 @@ def plot_series(series: Series, out_path: str | os.PathLike[str], *, title: str 
         ax.axhspan(lo_v, hi_v, color="#55a868", alpha=0.12, label="no-alert band", zorder=1)
     if series.threshold is not None:
         ax.axhline(series.threshold, color="#c44e52", linestyle=":", linewidth=1, label="alert threshold")
+    for i, c in enumerate(series.change_points):
+        if c.started_at is not None:
+            label = "change point" if i == 0 else None
+            ax.axvline(c.started_at, color="#c44e52", linestyle="--", linewidth=1, label=label, zorder=1)
+    for i, b in enumerate(series.baselines):
+        label = "baseline restarted (accepted)" if i == 0 else None
+        ax.axvline(b.started_at, color="#55a868", linewidth=1.6, label=label, zorder=1)
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))

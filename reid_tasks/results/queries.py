@@ -8,7 +8,8 @@ the run being evaluated, the run itself excluded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from ..errors import ResultsError
 from .detect import DEFAULT as _DETECTOR
-from .evaluation import Baseline, Observation, Prior
+from .detect import RobustChange
+from .evaluation import Baseline, Observation, Prior, accuracy_detector, perf_detector
 from .models import AccuracyResult, Alert, PerfResult, SeriesBaseline, ValidationRun
 from .records import ChangeMark, SeriesPoint
 from .rules import RuleConfig
@@ -144,26 +146,37 @@ class _Loader:
         window: int,
         values: dict[str, float | None],
         context: Any,
+        detector: RobustChange,
     ) -> Observation:
         """An observation of one row: good history, the change-point trail (oldest first, with contexts) and
         the accepted baselines; ``context(run, row_tuple)`` builds a run context."""
         names = list(columns)
         baselines = self.baselines(ser, names)
-        # One query for history and trail from the oldest accepted start on (each metric is cut at its own).
+        # Queries from the oldest accepted start on (each metric is cut at its own in the observation).
         since = min((b.started_at for b in baselines.values()), default=None) if len(baselines) == len(names) else None
-        hist = self.prior(ser, columns, extra, lookback, since=since)
         trail = self.prior(ser, columns, extra, window, good_only=False, since=since)[::-1]
-        contexts = [context(self._run_by_pk(t[1]), t) for t in trail]
-        return Observation(
+        self._prefetch_runs(t[1] for t in trail)
+        obs = Observation(
             series=ser,
             values=values,
             context=context(self.run, None),
-            history=self._priors(hist, names),
-            before=context(self._run_by_pk(hist[0][1]), hist[0]) if hist else None,
-            trail=self._priors(trail, names, contexts),
+            trail=self._priors(trail, names, [context(self._run_by_pk(t[1]), t) for t in trail]),
             baselines=baselines,
             run_key=self.run.run_key,
         )
+        # The good history only serves the single-point rules of a series too short for change detection.
+        if all(detector.ready(len(obs.trail_of(m)) + 1) for m in names if values.get(m) is not None):
+            return obs
+        hist = self.prior(ser, columns, extra, lookback, since=since)
+        before = context(self._run_by_pk(hist[0][1]), hist[0]) if hist else None
+        return dataclasses.replace(obs, history=self._priors(hist, names), before=before)
+
+    def _prefetch_runs(self, pks: Iterable[int]) -> None:
+        """Load the runs of ``pks`` not loaded yet, in one query."""
+        missing = set(pks) - set(self._runs)
+        if missing:
+            for run in self.s.scalars(select(ValidationRun).where(ValidationRun.id.in_(missing))):
+                self._runs[run.id] = run
 
     def perf(self, row: PerfResult) -> Observation:
         ser = perf_series(row.target, row.device_kind, row.batch_size, row.precision, row.mode)
@@ -174,14 +187,18 @@ class _Loader:
 
         values = {name: getattr(row, col.key) for name, col in PERF_COLUMNS.items()}
         window = self.cfg.change_window + CHANGE_MAX_POST
-        return self._observe(ser, PERF_COLUMNS, extra, self.cfg.perf_lookback, window, values, context)
+        detector = perf_detector(self.cfg)
+        return self._observe(ser, PERF_COLUMNS, extra, self.cfg.perf_lookback, window, values, context, detector)
 
     def accuracy(self, row: AccuracyResult) -> Observation:
         ser = accuracy_series(row.target, row.batch_size, row.precision, row.re_ranking)
         values = {name: float(getattr(row, name)) for name in ACCURACY_COLUMNS}
         window = self.cfg.history_acc_runs + CHANGE_MAX_POST
         runs = self.cfg.history_acc_runs
-        return self._observe(ser, ACCURACY_COLUMNS, (), runs, window, values, lambda run, _t: run_context(run))
+        detector = accuracy_detector(self.cfg)
+        return self._observe(
+            ser, ACCURACY_COLUMNS, (), runs, window, values, lambda run, _t: run_context(run), detector
+        )
 
 
 def observations(s: Session, run: ValidationRun, cfg: RuleConfig) -> tuple[list[Observation], list[Observation]]:

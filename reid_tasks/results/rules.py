@@ -177,6 +177,7 @@ class Check:
     history: int
     detail: str
     change: Change | None = None  # the change point behind a change-detection verdict
+    baseline_runs: tuple[str, ...] = ()  # run keys of the values ``baseline`` came from (change verdicts)
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -305,7 +306,9 @@ def change_check(
             f"{_fmt(observed, spec.unit)} vs level {_fmt(level, spec.unit)} (median of the last {n} runs); "
             f"no change point worse by >= {limit}"
         )
-        return Check(rule, metric, observed, level, threshold, None, False, n, detail)
+        return Check(
+            rule, metric, observed, level, threshold, None, False, n, detail, baseline_runs=tuple(keys[-1 - n : -1])
+        )
     return Check(
         rule,
         metric,
@@ -317,6 +320,7 @@ def change_check(
         change.n_before,
         change.describe(spec.unit),
         change=change,
+        baseline_runs=tuple(keys[change.index - change.n_before : change.index]),
     )
 
 

@@ -64,7 +64,7 @@ def test_outlier_night_raises_no_alert(store) -> None:  # type: ignore[no-untype
     assert thr.rule == "perf_history" and thr.regressed is False and "no change point" in thr.message
 
 
-def test_accepted_change_restarts_the_baseline(store, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_accepted_change_restarts_the_baseline(store, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _steady(store)
     record_run(store, "s0", N, [perf_row(850.0)])
     alerted = record_run(store, "s1", N + 1, [perf_row(852.0)])
@@ -107,6 +107,10 @@ def test_accepted_change_restarts_the_baseline(store, capsys) -> None:  # type: 
                      "--batch-size", "16", "--format", "json"]) == 0  # fmt: skip
     data = json.loads(capsys.readouterr().out)
     assert data["baselines"][0]["run_key"] == "s0" and data["change_points"][0]["alert_ids"][0] == a1.id
+    from reid_tasks.results.plot import plot_series
+
+    png = plot_series(ser, tmp_path / "trend.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_accuracy_change_alerts_on_the_first_run(store) -> None:  # type: ignore[no-untyped-def]

@@ -147,3 +147,19 @@ def test_benchmark_default_meets_the_goal_on_a_small_sample() -> None:
     assert res["fa_worst"] <= 1.0 and res["r10"] >= 0.9 and res["exact"] >= 0.85, res
     today = bench.evaluate(ZScoreRule(), series)
     assert res["r5"] > today["r5"]
+
+
+def test_change_check_verdicts_name_their_baseline_runs() -> None:
+    from reid_tasks.results.rules import change_check
+
+    earlier = _noise(20)
+    keys = KEYS[:23]
+    assert change_check("throughput", 1000.0, earlier[:5], keys[:6], DEFAULT) is None  # too short: fallback
+    steady = change_check("throughput", 1001.0, earlier, keys[:21], DEFAULT)
+    assert steady.regressed is False and steady.baseline_runs == tuple(keys[:20]) and steady.change is None
+    dropped = change_check("throughput", 880.0, [*earlier, 885.0, 879.0], keys, DEFAULT)
+    assert dropped.regressed is True and dropped.change.run_key == "r20"
+    assert dropped.baseline_runs == tuple(keys[:20]) and dropped.rule == "perf_history"
+    assert dropped.threshold == pytest.approx(dropped.baseline * 0.96)
+    with pytest.raises(ResultsError, match="3 run keys for 21 values"):
+        change_check("throughput", 1.0, earlier, keys[:3], DEFAULT)
