@@ -29,6 +29,9 @@ tiles of ``GEMM_ROWS`` query rows, so results do not depend on ``chunk_size`` or
 
 Re-ranking (``rerank=True``) is k-reciprocal encoding (Zhong et al. 2017) as reid-strong-baseline's
 ``utils/re_ranking.py``, with stable neighbour order and a sparse encoding; it needs one (Q+G)^2 float32 matrix.
+By default V, V_qe and the Jaccard distance are float16 with the original's roundings and summation order, so
+the distances equal reid-strong-baseline's (whose published re-ranking figures come from that float16 code);
+``rerank_dtype="float32"`` keeps them in float32.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import numpy as np
 from reid_tasks.errors import EvaluationError
 
 __all__ = [
+    "RERANK_DTYPES",
     "Metrics",
     "ParityStats",
     "compute_distance",
@@ -524,13 +528,30 @@ def _reciprocal_sets(rank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep], cols[keep]
 
 
-def re_ranking(qf: np.ndarray, gf: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+#: re-ranking arithmetic: "float16" stores V, V_qe and the Jaccard distance in float16 as reid-strong-baseline
+#: does (its published re-ranking figures come from that code); "float32" keeps them in float32
+RERANK_DTYPES = ("float16", "float32")
+
+
+def re_ranking(
+    qf: np.ndarray,
+    gf: np.ndarray,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    dtype: str = "float16",
+) -> np.ndarray:
     """k-reciprocal re-ranking (Zhong et al. 2017) as reid-strong-baseline ``utils/re_ranking.py``.
 
     Features are used as given (normalise first if wanted). Returns the [num_query, num_gallery] float32
     final distance. Neighbour lists are ordered by (distance, index); the encoding V is kept sparse.
-    Memory: one (Q+G)^2 float32 distance matrix.
+    ``dtype="float16"`` (default) reproduces reid-strong-baseline's float16 V / V_qe / Jaccard arithmetic
+    operation for operation (same roundings, same summation order), so the result equals its function
+    exactly; ``"float32"`` keeps those arrays in float32. Memory: one (Q+G)^2 float32 distance matrix.
     """
+    if dtype not in RERANK_DTYPES:
+        raise EvaluationError(f"re-ranking dtype must be one of {RERANK_DTYPES}, got {dtype!r}")
+    half_precision = dtype == "float16"
     q = np.ascontiguousarray(qf, dtype=np.float32)
     g = np.ascontiguousarray(gf, dtype=np.float32)
     nq = q.shape[0]
@@ -549,13 +570,24 @@ def re_ranking(qf: np.ndarray, gf: np.ndarray, k1: int = 20, k2: int = 6, lambda
     for s in range(0, n, 2048):
         rank[s : s + 2048] = _top_k_stable(np.ascontiguousarray(orig[s : s + 2048]), kk)
 
+    v_rows, v_cols = _expansion(rank, k1, n)
+    v_vals = _encoding(orig, v_rows, v_cols, n, half_precision)
+    if k2 != 1:
+        v_rows, v_cols, v_vals = _query_expansion(rank[:, :k2], v_rows, v_cols, v_vals, n, half_precision)
+    del rank
+    return _jaccard_final(orig, v_rows, v_cols, v_vals, nq, lambda_value, half_precision)
+
+
+def _expansion(rank: np.ndarray, k1: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of every k-reciprocal expansion entry, sorted by row then col (``np.unique`` per row).
+
+    Candidate c of R(i, k1) adds R(c, k1/2) when |R(c, k1/2) ∩ R(i, k1)| > 2/3 |R(c, k1/2)|.
+    """
     half = int(np.around(k1 / 2))
     r_rows, r_cols = _reciprocal_sets(rank, k1)
     h_rows, h_cols = _reciprocal_sets(rank, half)
     h_start = np.searchsorted(h_rows, np.arange(n + 1))
     h_len = np.diff(h_start)
-
-    # expansion: candidate c of R(i, k1) adds R(c, k1/2) when |R(c, k1/2) ∩ R(i, k1)| > 2/3 |R(c, k1/2)|
     cand_len = h_len[r_cols]
     trip_i = np.repeat(r_rows, cand_len)
     trip_pair = np.repeat(np.arange(r_rows.size), cand_len)
@@ -567,50 +599,109 @@ def re_ranking(qf: np.ndarray, gf: np.ndarray, k1: int = 20, k2: int = 6, lambda
     add_rows = np.repeat(r_rows, acc_len)
     add_cols = h_cols[_ragged_arange(h_start[r_cols], acc_len)]
     exp_key = np.unique(np.concatenate([r_rows * n + r_cols, add_rows * n + add_cols]))
-    v_rows, v_cols = exp_key // n, exp_key % n
+    return exp_key // n, exp_key % n
+
+
+def _encoding(orig: np.ndarray, v_rows: np.ndarray, v_cols: np.ndarray, n: int, half: bool) -> np.ndarray:
+    """V's non-zero values: exp(-d) normalised per row (float16: ``weight / np.sum(weight)`` row by row, as
+    the original, so numpy's summation order and both roundings are the same)."""
     w = np.exp(-orig[v_rows, v_cols]).astype(np.float32)
-    wsum = np.bincount(v_rows, weights=w, minlength=n)
-    v_vals = w / wsum[v_rows]
+    if not half:
+        return w / np.bincount(v_rows, weights=w, minlength=n)[v_rows]
+    start = np.searchsorted(v_rows, np.arange(n + 1))
+    vals = np.empty(w.size, dtype=np.float16)
+    for i in range(n):
+        seg = w[start[i] : start[i + 1]]
+        vals[start[i] : start[i + 1]] = seg / np.sum(seg)
+    return vals
 
-    # local query expansion: V_qe[i] = mean of V over the k2 nearest neighbours of i
-    if k2 != 1:
-        v_start = np.searchsorted(v_rows, np.arange(n + 1))
-        v_len = np.diff(v_start)
-        nb = rank[:, :k2].reshape(-1)
-        nb_i = np.repeat(np.arange(n, dtype=np.int64), k2)
-        lens = v_len[nb]
-        src = _ragged_arange(v_start[nb], lens)
-        key = np.repeat(nb_i, lens) * n + v_cols[src]
-        uk, inv = np.unique(key, return_inverse=True)
+
+def _query_expansion(
+    nbrs: np.ndarray, v_rows: np.ndarray, v_cols: np.ndarray, v_vals: np.ndarray, n: int, half: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """V_qe[i] = mean of V over the k2 nearest neighbours of i (sparse).
+
+    float16 as ``np.mean`` of float16 rows: float32 accumulator, rows added in neighbour order, divided by
+    the count, rounded to float16.
+    """
+    k2 = nbrs.shape[1]
+    v_start = np.searchsorted(v_rows, np.arange(n + 1))
+    v_len = np.diff(v_start)
+    nb = nbrs.reshape(-1)
+    nb_i = np.repeat(np.arange(n, dtype=np.int64), k2)
+    lens = v_len[nb]
+    src = _ragged_arange(v_start[nb], lens)
+    key = np.repeat(nb_i, lens) * n + v_cols[src]
+    uk, inv = np.unique(key, return_inverse=True)
+    if not half:
         vals = np.bincount(inv, weights=v_vals[src]) / k2
-        v_rows, v_cols, v_vals = uk // n, uk % n, vals
-    del rank
+        return uk // n, uk % n, vals
+    acc = np.zeros(uk.size, dtype=np.float32)
+    rank_pos = np.repeat(np.tile(np.arange(k2), n), lens)
+    for j in range(k2):  # within one neighbour rank the keys are unique: plain fancy-index accumulation
+        sel = rank_pos == j
+        acc[inv[sel]] += v_vals[src[sel]].astype(np.float32)
+    np.true_divide(acc, np.intp(k2), out=acc, casting="unsafe")  # what np.mean does with its count
+    return uk // n, uk % n, acc.astype(np.float16)
 
-    # Jaccard distance between queries and gallery through the inverted index (columns of V)
+
+def _jaccard_final(
+    orig: np.ndarray,
+    v_rows: np.ndarray,
+    v_cols: np.ndarray,
+    v_vals: np.ndarray,
+    nq: int,
+    lambda_value: float,
+    half: bool,
+) -> np.ndarray:
+    """final = jaccard(q, g) * (1 - lambda) + d(q, g) * lambda, through the inverted index (columns of V).
+
+    float16 as the original: per query, ``temp_min[targets] += min(V[i, c], V[targets, c])`` in float16 for
+    the columns c in ascending order, then ``1 - t / (2 - t)`` in float16.
+    """
+    n = orig.shape[0]
     col_order = np.argsort(v_cols, kind="stable")
     c_rows = v_rows[col_order]
     c_vals = v_vals[col_order]
     c_start = np.searchsorted(v_cols[col_order], np.arange(n + 1))
     c_len = np.diff(c_start)
-    q_end = int(np.searchsorted(v_rows, nq))
+    row_start = np.searchsorted(v_rows, np.arange(n + 1))
     ng = n - nq
     final = np.empty((nq, ng), dtype=np.float32)
     qstep = 256
     for s in range(0, nq, qstep):
         e = min(nq, s + qstep)
-        a = int(np.searchsorted(v_rows[:q_end], s))
-        b = int(np.searchsorted(v_rows[:q_end], e))
+        a, b = int(row_start[s]), int(row_start[e])
         qi, qk, qv = v_rows[a:b], v_cols[a:b], v_vals[a:b]
         lens = c_len[qk]
-        src = c_start[qk].repeat(lens) + (_ragged_arange(np.zeros_like(lens), lens))
+        src = _ragged_arange(c_start[qk], lens)
         tgt = c_rows[src]
         mins = np.minimum(np.repeat(qv, lens), c_vals[src])
-        keep = tgt >= nq
+        keep = tgt >= nq  # only the gallery columns of the query rows are returned
         flat = (np.repeat(qi - s, lens)[keep]) * ng + (tgt[keep] - nq)
-        temp = np.bincount(flat, weights=mins[keep], minlength=(e - s) * ng).reshape(e - s, ng)
-        jac = 1.0 - temp / (2.0 - temp)
-        final[s:e] = (jac * (1.0 - lambda_value) + orig[s:e, nq:] * lambda_value).astype(np.float32)
+        if half:
+            pos = np.repeat(np.arange(a, b) - row_start[qi], lens)[keep]  # column's place in its query row
+            temp = _sequential_f16_sums(flat, mins[keep], pos, (e - s) * ng).reshape(e - s, ng)
+            jac = 1 - temp / (2 - temp)  # float16 throughout, as the original
+            final[s:e] = jac * (1 - lambda_value) + orig[s:e, nq:] * lambda_value
+        else:
+            temp = np.bincount(flat, weights=mins[keep], minlength=(e - s) * ng).reshape(e - s, ng)
+            jac = 1.0 - temp / (2.0 - temp)
+            final[s:e] = (jac * (1.0 - lambda_value) + orig[s:e, nq:] * lambda_value).astype(np.float32)
     return final
+
+
+def _sequential_f16_sums(flat: np.ndarray, vals: np.ndarray, pos: np.ndarray, size: int) -> np.ndarray:
+    """float16 totals per slot ``flat``, adding the values in increasing ``pos`` with a float16 rounding per
+    addition (a slot gets at most one value per ``pos``)."""
+    acc = np.zeros(size, dtype=np.float16)
+    order = np.argsort(pos, kind="stable")
+    bounds = np.searchsorted(pos[order], np.arange(int(pos.max(initial=-1)) + 2))
+    for p in range(bounds.size - 1):
+        idx = order[bounds[p] : bounds[p + 1]]
+        slots = flat[idx]
+        acc[slots] = acc[slots] + vals[idx]
+    return acc
 
 
 # ------------------------------------------------------------------------------------------------- evaluate
@@ -630,6 +721,7 @@ def evaluate(
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
+    rerank_dtype: str = "float16",
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     threads: int | None = None,
@@ -637,7 +729,8 @@ def evaluate(
     """Rank-k, mAP and mINP of query features against gallery features (reid-strong-baseline protocol).
 
     Features: float32 [N, D] (anything np.asarray accepts; converted to float32). Labels: integers.
-    ``max_rank``: CMC length. ``rerank``: k-reciprocal re-ranking with ``k1``, ``k2``, ``lambda_value``.
+    ``max_rank``: CMC length. ``rerank``: k-reciprocal re-ranking with ``k1``, ``k2``, ``lambda_value`` in
+    ``rerank_dtype`` arithmetic ("float16", reid-strong-baseline's, by default; or "float32").
     ``chunk_size`` (queries per chunk) defaults to what fits ``memory_budget`` bytes of working memory
     (at least GEMM_ROWS rows); it changes speed and memory, never the result.
     ``threads``: Python threads for normalisation, distance assembly and ranking (default: the number of
@@ -676,7 +769,7 @@ def evaluate(
         if feat_norm:
             q, g = l2_normalize(q, pool), l2_normalize(g, pool)
         if rerank:
-            final = re_ranking(q, g, k1=k1, k2=k2, lambda_value=lambda_value)
+            final = re_ranking(q, g, k1=k1, k2=k2, lambda_value=lambda_value, dtype=rerank_dtype)
 
             def make_dist(r0: int, r1: int) -> _Rows:
                 return _Rows(dist=final[r0:r1])

@@ -480,7 +480,10 @@ class AscendTarget(Target):
         """(bin dir, info file, stems in input order): the cache's own seed layout, or one written here."""
         h, w = self._hw()
         n = len(inputs)
-        if not isinstance(inputs, np.ndarray) and hasattr(inputs, "write_seed_layout"):
+        if not isinstance(inputs, np.ndarray) and hasattr(inputs, "seed_layout"):
+            lay = inputs.seed_layout()  # written once per cache fingerprint, shared by artifacts and runs
+            bin_dir, info, stems = Path(lay.bin_dir), Path(lay.info_path), list(lay.stems)
+        elif not isinstance(inputs, np.ndarray) and hasattr(inputs, "write_seed_layout"):
             lay = inputs.write_seed_layout(dest)
             bin_dir, info, stems = Path(lay.bin_dir), Path(lay.info_path), list(lay.stems)
         else:

@@ -201,20 +201,38 @@ def test_agrees_with_rsb_eval_func():
     assert m.num_valid_queries == nvalid
 
 
-def test_reranking_matches_reference():
+def test_reranking_float16_equals_rsb_function_exactly():
+    """Default arithmetic: reid-strong-baseline's float16 V / V_qe / Jaccard, bit for bit."""
+    qf, gf, qp, gp, qc, gc = make_data(10, nq=30, ng=150, dim=24)
+    qn, gn = rsb.normalize(qf), rsb.normalize(gf)
+    for k1, k2, lam in ((20, 6, 0.3), (8, 1, 0.5), (12, 3, 0.1)):
+        ref = rsb.re_ranking_reference(qn, gn, k1, k2, lam, argsort_kind="stable", v_dtype=np.float16)
+        ours = re_ranking(qn, gn, k1, k2, lam)
+        assert ours.shape == (30, 150) and ours.dtype == np.float32
+        np.testing.assert_array_equal(ours, ref)
+        # float32 arithmetic is a different function: the two differ by far more than float32 rounding
+        assert np.abs(ours - re_ranking(qn, gn, k1, k2, lam, dtype="float32")).max() > 1e-4
+    m = evaluate(qf, gf, qp, gp, qc, gc, rerank=True)
+    ref = rsb.re_ranking_reference(qn, gn, 20, 6, 0.3, argsort_kind="stable")
+    assert_matches_protocol(m, protocol(ref, qp, gp, qc, gc))
+    with pytest.raises(EvaluationError, match="dtype"):
+        re_ranking(qn, gn, dtype="float64")
+
+
+def test_reranking_float32_option_matches_reference():
     qf, gf, qp, gp, qc, gc = make_data(10, nq=30, ng=150, dim=24)
     qn, gn = rsb.normalize(qf), rsb.normalize(gf)
     ref = rsb.re_ranking_reference(qn, gn, 20, 6, 0.3, argsort_kind="stable", v_dtype=np.float32)
-    ours = re_ranking(qn, gn, 20, 6, 0.3)
+    ours = re_ranking(qn, gn, 20, 6, 0.3, dtype="float32")
     assert ours.shape == (30, 150) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6)
     plain = compute_distance(qf, gf)
     assert not np.allclose(ours, plain / plain.max(), atol=1e-3)  # re-ranking did change the distances
-    m = evaluate(qf, gf, qp, gp, qc, gc, rerank=True)
+    m = evaluate(qf, gf, qp, gp, qc, gc, rerank=True, rerank_dtype="float32")
     assert_matches_protocol(m, protocol(ref, qp, gp, qc, gc))
     # other parameters give other distances, and match the reference as well
     ref2 = rsb.re_ranking_reference(qn, gn, 8, 1, 0.5, argsort_kind="stable", v_dtype=np.float32)
-    np.testing.assert_allclose(re_ranking(qn, gn, 8, 1, 0.5), ref2, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(re_ranking(qn, gn, 8, 1, 0.5, dtype="float32"), ref2, rtol=0, atol=2e-6)
 
 
 def test_nan_and_inf_features():
