@@ -18,7 +18,7 @@ from ..errors import PreprocessError
 CACHE_VERSION = 2  # 2: Pillow decode + resize (bit-identical to the reference), was OpenCV within 1 grey level
 ARRAY_NAME = "images.u8.npy"
 MANIFEST_NAME = "manifest.json"
-INTERPOLATION = "bilinear (Pillow Image.resize, as torchvision Resize on a PIL image)"
+INTERPOLATION = "bilinear, bit-identical to Pillow Image.resize (torchvision Resize on a PIL image)"
 CHUNK = 32  # images per parallel task
 
 

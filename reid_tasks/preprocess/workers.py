@@ -28,6 +28,12 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _cv2() -> Any:
+    import cv2
+
+    return cv2
+
+
 _TLS = threading.local()
 
 
@@ -74,6 +80,7 @@ _PROC: dict[str, Any] = {}
 
 
 def _proc_init(array_path: str, offset: int, height: int, width: int) -> None:
+    _cv2().setNumThreads(1)
     _PROC["fd"] = os.open(array_path, os.O_WRONLY)
     _PROC["args"] = (offset, height, width)
 
@@ -106,8 +113,11 @@ def fill_array(
         if bar is not None:
             bar.update(len(res[0]))
 
+    cv2 = _cv2()
+    prev_threads = cv2.getNumThreads()
     fd = os.open(array_path, os.O_WRONLY)
     try:
+        cv2.setNumThreads(1)  # one image per worker; OpenCV's own pool would only contend with ours
         if workers <= 1 or len(chunks) <= 1:
             for s, e in chunks:
                 collect(s, _work_chunk(paths[s:e], s, fd, offset, height, width))
@@ -128,6 +138,7 @@ def fill_array(
                     collect(futs[fut], fut.result())
     finally:
         os.close(fd)
+        cv2.setNumThreads(prev_threads)
         if bar is not None:
             bar.close()
     bad.sort()

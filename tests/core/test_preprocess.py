@@ -25,6 +25,7 @@ from reid_tasks.preprocess import (
     reference_preprocess,
     reference_resized,
 )
+from reid_tasks.preprocess.image import upscale2x_into
 
 # x * (1 / (255 std)) - mean / std vs (x / 255 - mean) / std: float32 rounding only, far below one grey level
 FLOAT_TOL = 1e-5
@@ -98,6 +99,25 @@ def test_uint8_identical_to_pil_on_other_formats(tmp_path):
         assert im.mode == "CMYK"
     for name in names:
         _same_as_pil(tmp_path / name)
+
+
+def test_exact_2x_enlargement_equals_pil_on_every_neighbour_pair():
+    """The fast path (every Market crop): all 65,536 (a, b) neighbour pairs, horizontally and vertically."""
+    a = np.repeat(np.arange(256, dtype=np.uint8), 256)
+    b = np.tile(np.arange(256, dtype=np.uint8), 256)
+    rows = np.stack([a, b], axis=1).reshape(256, 512)  # each row: 256 pairs side by side
+    rng = np.random.default_rng(3)
+    for img in (
+        np.dstack([rows, rows[::-1], rng.permutation(rows)]),
+        np.ascontiguousarray(np.dstack([rows, rows[::-1], rows]).transpose(1, 0, 2)),
+        rng.integers(0, 256, (128, 64, 3), dtype=np.uint8),
+        rng.integers(0, 256, (3, 5, 3), dtype=np.uint8),
+    ):
+        h, w = img.shape[:2]
+        ref = np.asarray(Image.fromarray(img).resize((2 * w, 2 * h), Image.BILINEAR))
+        out = np.empty_like(ref)
+        upscale2x_into(img, out)
+        assert np.array_equal(out, ref)
 
 
 def test_exif_orientation_ignored_like_pil(tmp_path):
