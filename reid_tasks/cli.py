@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from .errors import ReidError
 
 #: modules whose ``register(subparsers)`` adds sub-commands (imported lazily, only to build the parser)
-AREA_MODULES = ("reid_tasks.targets.cli", "reid_tasks.results.cli")
+AREA_MODULES = ("reid_tasks.targets.cli", "reid_tasks.results.cli", "reid_tasks.retention")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:

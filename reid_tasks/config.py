@@ -115,6 +115,14 @@ _C.VALIDATION.SKIP_BAD = False
 # Also benchmark every artifact in pure-inference mode (generated input, no file I/O).
 _C.VALIDATION.PURE = True
 
+# Retention (`reid-validate gc`, the daily reid_maintenance DAG): a finished run's directory is kept while it is
+# among the newest KEEP_RUNS finished runs or younger than KEEP_DAYS (0 = criterion off); caches and seed layouts
+# while a kept run uses them. A run with no change for STALE_HOURS and no finish is treated as dead.
+_C.VALIDATION.RETENTION = CN()
+_C.VALIDATION.RETENTION.KEEP_DAYS = 30
+_C.VALIDATION.RETENTION.KEEP_RUNS = 20
+_C.VALIDATION.RETENTION.STALE_HOURS = 24
+
 # Published accuracy of the released checkpoint, in percent.
 _C.VALIDATION.REFERENCE = CN()
 _C.VALIDATION.REFERENCE.RANK1 = 94.5

@@ -31,6 +31,7 @@ import numpy as np
 
 from .config import artifacts_root, data_dir, load_config, overrides
 from .errors import ConfigError, ReidError
+from .retention import mark_finished, record_storage, registering
 from .settings import flat, parse_overrides
 from .utils import atomic_save_npy, atomic_write_json, file_digest, log
 
@@ -153,7 +154,6 @@ def prepare_run(
     run_key = run_key or local_run_key()
     root = artifacts_root(cfg)
     run_dir = (root / safe_name(run_key)).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
     db_url = params.get("db_url") or cfg.VALIDATION.RESULTS_DB_URL or ""
     ctx = {
         "run_key": run_key,
@@ -177,7 +177,10 @@ def prepare_run(
         "reference_explicit": any(_references_given(params).values()),
         "started_at": datetime.now(UTC).isoformat(),
     }
-    atomic_write_json(run_dir / "context.json", ctx)
+    root.mkdir(parents=True, exist_ok=True)
+    with registering(root):  # a `reid-validate gc` running now finishes first, then sees this run in progress
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "context.json", ctx)
     _store(ctx).start_run(_run_info(ctx, environment=collect_environment()))
     log.info("run %s: dir %s, dataset %s, checkpoint %s", run_key, run_dir, dataset_root, cfg.TEST.WEIGHT)
     return ctx
@@ -214,6 +217,7 @@ def preprocess_data(ctx: Mapping[str, Any]) -> dict[str, Any]:
     cache = preprocess_dataset(
         dataset, ctx["cache_dir"], cfg, workers=int(cfg.VALIDATION.WORKERS) or None, skip_bad=cfg.VALIDATION.SKIP_BAD
     )
+    record_storage(ctx["run_dir"], cache.dir, cache.fingerprint)  # `reid-validate gc` keeps what the run uses
     return {
         "cache_dir": str(cache.dir),
         "fingerprint": cache.fingerprint,
@@ -509,8 +513,10 @@ def check_regressions(ctx: Mapping[str, Any]) -> dict[str, Any]:
 
 def finish_run(ctx: Mapping[str, Any], status: str) -> str:
     """Mark the run finished: ``success`` (stored as ``regressed`` when it has open alerts) or ``failed``.
-    Returns the stored status."""
-    return _store(ctx).finish_run(ctx["run_key"], status)
+    Returns the stored status. The run directory gets ``finished.json`` (status, time, bytes under it)."""
+    stored = _store(ctx).finish_run(ctx["run_key"], status)
+    mark_finished(ctx["run_dir"], stored)
+    return stored
 
 
 def iter_evaluations(ctx: Mapping[str, Any], combos: Iterable[Mapping[str, Any]], export, data, reference):
