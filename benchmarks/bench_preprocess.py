@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reid_tasks.config import load_config
 from reid_tasks.datasets import make_synthetic_market1501, parse_market_name
 from reid_tasks.preprocess import CacheItem, preprocess_dataset, reference_resized
-from reid_tasks.targets.base import cpu_flags
+from reid_tasks.utils import cpu_flags
 
 
 def cpu_description() -> str:
