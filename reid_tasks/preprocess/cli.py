@@ -14,18 +14,10 @@ from .settings import MANIFEST_NAME
 
 
 def _folder_items(folder: Path) -> list[CacheItem]:
-    from ..datasets import parse_market_name
+    from ..datasets import _process_dir
 
     split = "gallery" if folder.name == "bounding_box_test" else "query"
-    names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".jpg") and e.is_file())
-    if not names:
-        raise DatasetError(f"no *.jpg files in {folder}")
-    items = []
-    for name in names:
-        parsed = parse_market_name(folder / name)
-        if parsed is not None:
-            items.append(CacheItem(str(folder / name), parsed[0], parsed[1], split))
-    return items
+    return [CacheItem(path, pid, camid, split) for path, pid, camid in _process_dir(folder)]
 
 
 def resolve_source(src: str | os.PathLike[str]) -> Any:
