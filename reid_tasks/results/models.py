@@ -230,13 +230,17 @@ class Alert(Base):
 
 class SeriesBaseline(Base):
     """An accepted change: from run ``start_run`` on, the verdicts of one metric of one series use only the
-    runs from that run on (written when a change-point alert is acknowledged)."""
+    runs from that run on (written when a change-point alert is acknowledged). ``identity_key``: the series'
+    identity (``series["identity_key"]``; None for series without one)."""
 
     __tablename__ = "series_baselines"
-    __table_args__ = (UniqueConstraint("series_key", "metric", "start_run_id", name="uq_series_baselines"),)
+    __table_args__ = (
+        UniqueConstraint("series_key", "identity_key", "metric", "start_run_id", name="uq_series_baselines"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_key: Mapped[str] = mapped_column(String(250))
+    identity_key: Mapped[str | None] = mapped_column(String(64))
     metric: Mapped[str] = mapped_column(String(32))
     start_run_pk: Mapped[int] = mapped_column("start_run_id", ForeignKey("validation_runs.id", ondelete="CASCADE"))
     alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id", ondelete="SET NULL"))

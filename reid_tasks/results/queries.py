@@ -118,6 +118,7 @@ class _Loader:
             .join(ValidationRun, SeriesBaseline.start_run_pk == ValidationRun.id)
             .where(
                 SeriesBaseline.series_key == series_key(series),
+                same_identity(SeriesBaseline.identity_key, series.get("identity_key")),
                 SeriesBaseline.metric.in_(list(metrics)),
                 ValidationRun.started_at <= self.run.started_at,
             )
@@ -331,8 +332,14 @@ def result_rows(
     return runs, perf, acc, open_alerts  # type: ignore[return-value]
 
 
-def change_marks(s: Session, ser_key: str, metric: str) -> list[ChangeMark]:
-    """The change points the alerts of one series and metric named, oldest first (one per change run)."""
+def same_identity(column: Any, identity: str | None) -> Any:
+    """SQL condition: ``column`` holds the series identity ``identity`` (NULL when None)."""
+    return column.is_(None) if identity is None else column == identity
+
+
+def change_marks(s: Session, ser_key: str, metric: str, identity: str | None = None) -> list[ChangeMark]:
+    """The change points the alerts of one series (of identity ``identity`` when given) and metric named,
+    oldest first (one per change run)."""
     change_run = ValidationRun.__table__.alias("change_run")
     rows = s.execute(
         select(Alert, change_run.c.run_key, change_run.c.started_at)
@@ -342,6 +349,8 @@ def change_marks(s: Session, ser_key: str, metric: str) -> list[ChangeMark]:
     ).all()
     marks: dict[str, ChangeMark] = {}
     for a, key, started in rows:
+        if identity is not None and (a.series or {}).get("identity_key") != identity:
+            continue
         prev = marks.get(key)
         ids = [*(prev.alert_ids if prev else []), a.id]
         accepted = (prev.accepted if prev else False) or a.acknowledged_at is not None

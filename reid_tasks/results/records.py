@@ -369,6 +369,7 @@ class BaselineMark(_Record):
     alert_id: int | None
     accepted_by: str | None
     accepted_at: datetime
+    identity_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -361,10 +361,13 @@ class ResultsStore(Database):
                         Alert.id != alert.id,
                     )
                 ).all()
+                identity = (alert.series or {}).get("identity_key")
+                same = [a for a in same if (a.series or {}).get("identity_key") == identity]
                 accepted = set(
                     s.scalars(
                         select(SeriesBaseline.metric).where(
                             SeriesBaseline.series_key == alert.series_key,
+                            queries.same_identity(SeriesBaseline.identity_key, identity),
                             SeriesBaseline.start_run_pk == alert.change_run_pk,
                         )
                     )
@@ -375,6 +378,7 @@ class ResultsStore(Database):
                         s.add(
                             SeriesBaseline(
                                 series_key=a.series_key,
+                                identity_key=identity,
                                 metric=a.metric,
                                 start_run_pk=a.change_run_pk,
                                 alert_id=a.id,
@@ -402,7 +406,8 @@ class ResultsStore(Database):
         return self._read(lambda s: self._baselines(s, series_key, metric))
 
     @staticmethod
-    def _baselines(s: Session, series_key: str | None, metric: str | None) -> list[BaselineMark]:
+    def _baselines(s: Session, series_key: str | None, metric: str | None, identity: Any = all) -> list[BaselineMark]:
+        """``identity``: only the baselines of that series identity (None: series without one); ``all``: any."""
         q = (
             select(SeriesBaseline, ValidationRun.run_key, ValidationRun.started_at)
             .join(ValidationRun, SeriesBaseline.start_run_pk == ValidationRun.id)
@@ -412,9 +417,12 @@ class ResultsStore(Database):
             q = q.where(SeriesBaseline.series_key == series_key)
         if metric is not None:
             q = q.where(SeriesBaseline.metric == metric)
+        if identity is not all:
+            q = q.where(queries.same_identity(SeriesBaseline.identity_key, identity))
         return [
             BaselineMark(
                 series_key=b.series_key,
+                identity_key=b.identity_key,
                 metric=b.metric,
                 run_key=key,
                 started_at=started,
@@ -498,11 +506,12 @@ class ResultsStore(Database):
                 ser = accuracy_series(target, batch_size, precision, re_ranking)
                 column = getattr(AccuracyResult, metric)
                 lookback = cfg.history_acc_runs
-            key = series_key(ser)
-            baselines = self._baselines(s, key, metric)
+            key, identity = series_key(ser), ser.get("identity_key")
+            baselines = self._baselines(s, key, metric, identity)
             since = baselines[-1].started_at if baselines else None
             points, good = queries.series_history(s, ser, column, limit, lookback, since)
             series = build_series(metric, ser, points, good, ref, cfg, since)
-            return dataclasses.replace(series, change_points=queries.change_marks(s, key, metric), baselines=baselines)
+            marks = queries.change_marks(s, key, metric, identity)
+            return dataclasses.replace(series, change_points=marks, baselines=baselines)
 
         return self._read(read)

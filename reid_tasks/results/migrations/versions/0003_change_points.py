@@ -29,6 +29,7 @@ def upgrade() -> None:
         "series_baselines",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("series_key", sa.String(250), nullable=False),
+        sa.Column("identity_key", sa.String(64), nullable=True),
         sa.Column("metric", sa.String(32), nullable=False),
         sa.Column("start_run_id", sa.Integer(), nullable=False),
         sa.Column("alert_id", sa.Integer(), nullable=True),
@@ -44,7 +45,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["alert_id"], ["alerts.id"], name="fk_series_baselines_alert_id_alerts", ondelete="SET NULL"
         ),
-        sa.UniqueConstraint("series_key", "metric", "start_run_id", name="uq_series_baselines"),
+        sa.UniqueConstraint("series_key", "identity_key", "metric", "start_run_id", name="uq_series_baselines"),
     )
 
 
