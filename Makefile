@@ -51,6 +51,7 @@ benchmarks: venv
 	$(PY) benchmarks/bench_targets.py
 	$(PY) benchmarks/bench_results.py
 	$(PY) benchmarks/bench_dag_parse.py
+	$(PY) benchmarks/bench_detect.py
 
 system-deps:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
