@@ -177,7 +177,7 @@ class Check:
     history: int
     detail: str
     change: Change | None = None  # the change point behind a change-detection verdict
-    baseline_runs: tuple[str, ...] = ()  # run keys of the values ``baseline`` came from (change verdicts)
+    baseline_runs: tuple[str, ...] = ()  # run keys ``baseline`` came from, newest first (change verdicts)
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -307,7 +307,16 @@ def change_check(
             f"no change point worse by >= {limit}"
         )
         return Check(
-            rule, metric, observed, level, threshold, None, False, n, detail, baseline_runs=tuple(keys[-1 - n : -1])
+            rule,
+            metric,
+            observed,
+            level,
+            threshold,
+            None,
+            False,
+            n,
+            detail,
+            baseline_runs=tuple(keys[-1 - n : -1][::-1]),
         )
     return Check(
         rule,
@@ -320,7 +329,7 @@ def change_check(
         change.n_before,
         change.describe(spec.unit),
         change=change,
-        baseline_runs=tuple(keys[change.index - change.n_before : change.index]),
+        baseline_runs=tuple(keys[change.index - change.n_before : change.index][::-1]),
     )
 
 

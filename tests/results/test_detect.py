@@ -156,10 +156,10 @@ def test_change_check_verdicts_name_their_baseline_runs() -> None:
     keys = KEYS[:23]
     assert change_check("throughput", 1000.0, earlier[:5], keys[:6], DEFAULT) is None  # too short: fallback
     steady = change_check("throughput", 1001.0, earlier, keys[:21], DEFAULT)
-    assert steady.regressed is False and steady.baseline_runs == tuple(keys[:20]) and steady.change is None
+    assert steady.regressed is False and steady.baseline_runs == tuple(keys[19::-1]) and steady.change is None
     dropped = change_check("throughput", 880.0, [*earlier, 885.0, 879.0], keys, DEFAULT)
     assert dropped.regressed is True and dropped.change.run_key == "r20"
-    assert dropped.baseline_runs == tuple(keys[:20]) and dropped.rule == "perf_history"
+    assert dropped.baseline_runs == tuple(keys[19::-1]) and dropped.rule == "perf_history"
     assert dropped.threshold == pytest.approx(dropped.baseline * 0.96)
     with pytest.raises(ResultsError, match="3 run keys for 21 values"):
         change_check("throughput", 1.0, earlier, keys[:3], DEFAULT)
