@@ -10,8 +10,9 @@ on every registered inference target, nightly and on demand:
    (images -> tensor cache).
 3. One task group per target (`onnxruntime`, `ascend310`, ...): **plan** the (batch size, precision)
    combinations (the group is skipped when the target is not chosen), **convert** one artifact per
-   combination and **benchmark** it on the target's own queue (Ascend: queue `ascend310`, one pool per
-   device so a device runs one benchmark at a time), then **evaluate** Rank-k / mAP and parity.
+   combination and **benchmark** it on the target's own queue (Ascend: queue `ascend310`, pool
+   `ascend310_devices` with a slot per device; the worker leases a free device), then **evaluate**
+   Rank-k / mAP and parity.
 4. **record_results** into the results database, **check_regressions** against the reference metrics
    and the history (fails the run and notifies when a rule fires), **finish** marks the run's status.
 
@@ -287,9 +288,10 @@ def convert(ctx: dict, export: dict, target: str, batch_size: int, precision: st
     return steps.convert_artifact(ctx, export, target, batch_size, precision)
 
 
-@task(execution_timeout=timedelta(hours=1), **TOOL_RETRIES)
+@task(execution_timeout=timedelta(seconds=float(CFG.VALIDATION.BENCH.TASK_TIMEOUT_S)), **TOOL_RETRIES)
 def benchmark(ctx: dict, artifact: dict, data: dict) -> dict:
-    """Features on the real data + perf records (real data and pure inference) on the target's worker."""
+    """On the target's worker, on a leased device: the pure-inference benchmark, then one pass over the data
+    (features + end-to-end perf), refused up front when it cannot fit this task's timeout."""
     from reid_tasks import steps
 
     return steps.benchmark_artifact(ctx, artifact, data)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot initialisation run by the `airflow-init` service of docker-compose.yaml (idempotent):
-# Airflow metadata migration, the admin user's password for the simple auth manager, one pool per
-# device (one slot: a device runs one benchmark at a time) and the results database migration.
+# Airflow metadata migration, the admin user's password for the simple auth manager, the pools (Ascend:
+# one slot per device of the fleet, the worker leases the device) and the results database migration.
 set -euo pipefail
 
 : "${AIRFLOW_ADMIN_USERNAME:?set AIRFLOW_ADMIN_USERNAME in .env}"
@@ -23,7 +23,7 @@ os.chmod(tmp, 0o600)
 os.replace(tmp, path)
 PY
 
-airflow pools set ascend310_dev0 1 "Ascend 310 device 0: one benchmark at a time"
+airflow pools set ascend310_devices 1 "Ascend devices, one benchmark each (the compose file's worker: device 0)"
 airflow pools set cpu_bench 1 "CPU benchmarks: one at a time so they do not disturb each other"
 
 reid-validate db upgrade

@@ -4,6 +4,8 @@ Every error says what was wrong and where (file, key, shape, command)::
 
     ReidError
     ├── ConfigError          unknown key, bad value, unreadable yml
+    │   ├── FleetError           undeclared device or host (reid_tasks.fleet)
+    │   └── RunWontFit           a benchmark cannot finish within its task's time limit
     ├── CheckpointError      missing/unexpected keys, wrong shapes, untrusted pickle
     ├── ExportError          ONNX export, checker or parity failure
     ├── DatasetError         missing/empty folder, unparseable file name
@@ -27,6 +29,10 @@ class ReidError(Exception):
 
 class ConfigError(ReidError):
     """Bad configuration: unknown key, bad value or unreadable file."""
+
+
+class RunWontFit(ConfigError):
+    """The work a benchmark task was given cannot finish within its time limit (retrying cannot help)."""
 
 
 class CheckpointError(ReidError):

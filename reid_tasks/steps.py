@@ -297,25 +297,45 @@ def convert_artifact(
 
 
 def benchmark_artifact(ctx: Mapping[str, Any], artifact: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the artifact over the dataset (features + perf) and, if enabled, in pure-inference mode."""
+    """Benchmark one artifact on a leased device: the bounded pure-inference benchmark first (stable throughput
+    and latency percentiles), then ONE pass over the dataset (features + end-to-end throughput), planned from
+    the measured throughput so a pass that cannot fit the task's time limit stops before it starts."""
+    import time
+
+    from .fleet import lease_for, local_host
     from .preprocess import TensorCache
+    from .runcost import dataset_pass_budget
     from .targets import Artifact, get_target
 
+    started = time.monotonic()
     cfg = cfg_of(ctx)
+    bench = cfg.VALIDATION.BENCH
     art = Artifact.from_dict(artifact)
     t = get_target(art.target, cfg)
-    cache = TensorCache.open(data["cache_dir"])
     out_dir = _artifact_dir(ctx, art.target, int(art.batch_size or 0), art.precision) / "bench"
-    feats, perf = t.run(art, cache, out_dir)
+    what = f"{art.target} bs{art.batch_size} {art.precision}"
+    with lease_for(t, label=f"{ctx['run_key']} {what}") as lease:
+        cache = TensorCache.open(data["cache_dir"])
+        dev = lease.device.id if lease else None
+        pure = t.benchmark_pure(art, **t.run_options(device_id=dev)) if cfg.VALIDATION.PURE else None
+        budget = dataset_pass_budget(
+            len(cache),
+            pure.throughput_median if pure else None,
+            min_throughput=float(bench.MIN_THROUGHPUT),
+            left_s=float(bench.TASK_TIMEOUT_S) - (time.monotonic() - started),
+            what=what,
+        )
+        feats, perf = t.run(art, cache, out_dir, repeats=1, **t.run_options(device_id=dev, timeout_s=budget.timeout_s))
+        device = lease.as_dict() if lease else {"device_host": local_host(), "device_id": perf.device_id}
     feats_path = out_dir / "features.npy"
     if not feats_path.is_file():
         atomic_save_npy(feats_path, feats)
-    pure = t.benchmark_pure(art).to_dict() if cfg.VALIDATION.PURE else None
     return {
         "artifact": dict(artifact),
         "features_path": str(feats_path),
-        "perf": perf.to_dict(),
-        "perf_pure": pure,
+        "perf": {**perf.to_dict(), **device},
+        "perf_pure": {**pure.to_dict(), **device} if pure else None,
+        "budget": budget.as_dict(),
     }
 
 

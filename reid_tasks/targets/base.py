@@ -122,6 +122,20 @@ class Target(abc.ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} queue={self.queue!r}>"
 
+    # ---- scheduling
+    def fleet(self) -> Any:
+        """The devices this target's benchmarks lease (a reid_tasks.fleet.Fleet); None: no per-device lease."""
+        return None
+
+    def device_state(self, device_id: int) -> tuple[bool, str]:
+        """(idle, why) of one device of the fleet, checked when a lease is taken."""
+        return True, f"device {device_id}: no idleness check for {self.name}"
+
+    def run_options(self, *, device_id: int | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``run`` / ``benchmark_pure`` for a leased device and a work-derived timeout;
+        in-process targets take neither (the task's execution timeout bounds them)."""
+        return {}
+
     # ---- checks
     def check_precision(self, precision: str) -> None:
         """Raise PrecisionNotSupported naming the target, the precision and what it supports."""
@@ -134,10 +148,40 @@ class Target(abc.ABC):
                 f"supported: {list(supported)}"
             )
 
-    def require_available(self) -> None:
-        ok, reason = self.available()
+    def missing_for(self, stage: str) -> list[str] | None:
+        """What this host lacks for one stage ('convert' | 'run'); None: the stage needs all ``available``
+        checks (targets whose conversion needs less than a run, e.g. Ascend's ATC, override this)."""
+        return None
+
+    def require_available(self, stage: str = "run") -> None:
+        missing = self.missing_for(stage)
+        ok, reason = self.available() if missing is None else (not missing, "; ".join(missing))
         if not ok:
             raise TargetUnavailable(f"target {self.name!r} is unavailable: {reason}")
+
+    def run_settings(self, warmup: int | None, repeats: int | None) -> tuple[int, int]:
+        """(warm-up batches, timed passes) of ``run``: the arguments, else VALIDATION.BENCH; checked."""
+        bench = self.cfg.VALIDATION.BENCH
+        warmup = int(bench.WARMUP if warmup is None else warmup)
+        repeats = int(bench.REPEATS if repeats is None else repeats)
+        if repeats < 1:
+            raise BenchmarkError(f"repeats must be >= 1, got {repeats}")
+        return warmup, repeats
+
+    def pure_settings(
+        self, batches: int | None, repeats: int | None, warmup: int | None, data: str | None
+    ) -> tuple[int, int, int, str]:
+        """(batches, repeats, warm-up, data) of ``benchmark_pure``: the arguments, else VALIDATION.BENCH; checked."""
+        bench = self.cfg.VALIDATION.BENCH
+        batches = int(bench.PURE_BATCHES if batches is None else batches)
+        repeats = int(bench.REPEATS if repeats is None else repeats)
+        warmup = int(bench.WARMUP if warmup is None else warmup)
+        data = str(bench.PURE_DATA if data is None else data)
+        if batches < 1 or repeats < 1:
+            raise BenchmarkError(f"batches and repeats must be >= 1, got {batches}, {repeats}")
+        if data not in ("zero", "random"):
+            raise BenchmarkError(f"pure-inference data must be 'random' or 'zero', got {data!r}")
+        return batches, repeats, warmup, data
 
     # ---- conversion
     def artifact_name(self, batch_size: int, precision: str) -> str:
@@ -157,7 +201,7 @@ class Target(abc.ABC):
         calibration: Any = None,
     ) -> Artifact:
         """Build (or reuse) the artifact for (batch_size, precision) under ``out_dir``."""
-        self.require_available()
+        self.require_available("convert")
         self.check_precision(precision)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConversionError(f"{self.name}: batch size must be a positive integer, got {batch_size!r}")
@@ -223,10 +267,7 @@ class Target(abc.ABC):
 
         self.require_available()
         self.check_artifact(artifact)
-        warmup = int(self.cfg.VALIDATION.BENCH.WARMUP if warmup is None else warmup)
-        repeats = int(self.cfg.VALIDATION.BENCH.REPEATS if repeats is None else repeats)
-        if repeats < 1:
-            raise BenchmarkError(f"repeats must be >= 1, got {repeats}")
+        warmup, repeats = self.run_settings(warmup, repeats)
         source = timing.as_source(inputs)
         n = len(source)
         if n == 0:
@@ -277,13 +318,7 @@ class Target(abc.ABC):
 
         self.require_available()
         self.check_artifact(artifact)
-        bench = self.cfg.VALIDATION.BENCH
-        batches = int(bench.PURE_BATCHES if batches is None else batches)
-        repeats = int(bench.REPEATS if repeats is None else repeats)
-        warmup = int(bench.WARMUP if warmup is None else warmup)
-        data = str(bench.PURE_DATA if data is None else data)
-        if batches < 1 or repeats < 1:
-            raise BenchmarkError(f"batches and repeats must be >= 1, got {batches}, {repeats}")
+        batches, repeats, warmup, data = self.pure_settings(batches, repeats, warmup, data)
         session = self._open(artifact)
         try:
             bs = session.static_batch or int(artifact.batch_size or 1)

@@ -97,7 +97,7 @@ def setup_pools() -> dict[str, dict]:
     spec.loader.exec_module(module)
     from reid_tasks.config import load_config
 
-    return module.pools([int(d) for d in load_config().VALIDATION.ASCEND.DEVICE_IDS])
+    return module.pools(load_config())
 
 
 @pytest.fixture(scope="session")

@@ -59,11 +59,12 @@ def test_queues_and_pools(dag):
         assert convert.queue == queue and bench.queue == queue
         for step in ("plan", "evaluate"):
             assert dag.task_dict[f"{name}.{step}"].queue == "default"
-        expected_pool = "cpu_bench" if queue == "default" else f"{queue}_dev0"
+        expected_pool = "cpu_bench" if queue == "default" else f"{queue}_devices"
         assert bench.pool == expected_pool
         assert bench.pool in pools, "the setup script must create every pool the DAG uses"
     assert get_target("ascend310").queue == "ascend310"
-    assert dag.task_dict["ascend310.benchmark"].pool == "ascend310_dev0"
+    assert dag.task_dict["ascend310.benchmark"].pool == "ascend310_devices"
+    assert "ascend310.convert" not in [t.task_id for t in dag.tasks if t.pool != "default_pool"]  # ATC holds no device
     others = [t for t in dag.tasks if not t.task_id.endswith(".benchmark")]
     assert {t.pool for t in others} == {"default_pool"}
 
@@ -71,7 +72,7 @@ def test_queues_and_pools(dag):
 def test_setup_pools_one_slot_per_device():
     pools = setup_pools()
     assert pools["cpu_bench"]["slots"] == 1
-    assert pools["ascend310_dev0"]["slots"] == 1
+    assert pools["ascend310_devices"]["slots"] == 1  # the default fleet: device 0 of one host
 
 
 def test_retries_only_where_a_retry_can_help(dag):

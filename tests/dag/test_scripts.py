@@ -21,7 +21,11 @@ def test_shell_syntax(name):
 
 def test_pools_for_configured_devices():
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "airflow_pools.py"), "--device-ids", "0,2"],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "airflow_pools.py"),
+            *("--hosts", "npu-a: 0,1", "--hosts", "npu-b: 0,2", "--device-ids", "0,1,2"),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -29,8 +33,8 @@ def test_pools_for_configured_devices():
     )
     assert proc.returncode == 0, proc.stderr
     pools = json.loads(proc.stdout)
-    assert sorted(pools) == ["ascend310_dev0", "ascend310_dev2", "cpu_bench"]
-    assert {p["slots"] for p in pools.values()} == {1}
+    assert sorted(pools) == ["ascend310_devices", "cpu_bench"]
+    assert pools["ascend310_devices"]["slots"] == 4 and pools["cpu_bench"]["slots"] == 1  # device 0 twice: 2 hosts
     assert all(p["include_deferred"] is False and p["description"] for p in pools.values())
 
 

@@ -2,15 +2,19 @@
 
 PostgreSQL (127.0.0.1:5432): one database for Airflow's metadata, one for the results. Redis
 (127.0.0.1:6379): a dedicated database number as the broker. A temporary AIRFLOW_HOME; the api-server
-(execution API on a free port, shared JWT secret), scheduler, dag-processor and two Celery workers with
-distinct hostnames: ``default`` (queue ``default``) and ``ascend`` (queue ``ascend310``, the only one with
-the Ascend tool doubles on PATH / PYTHONPATH). ``stop()`` kills every process group, drops the
-databases and flushes the Redis database, whatever happened.
+(execution API on a free port, shared JWT secret), scheduler, dag-processor and three Celery workers with
+distinct hostnames: ``default`` (queue ``default``) and two ``ascend310`` workers standing for two Ascend
+hosts of a fleet (``npu-a`` and ``npu-b``, devices 0,1 each: $REID_FLEET_HOST, the npu-smi double's devices,
+concurrency 2 = their devices; the only ones with the Ascend tool doubles on PATH / PYTHONPATH). Every
+component reads the deployment config ``deployment.yml`` ($REID_CONFIG_FILE: the fleet, fast benchmark
+settings); the device pool ``ascend310_devices`` gets its 4 slots from it. ``stop()`` kills every process
+group, drops the databases and flushes the Redis database, whatever happened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -29,7 +33,14 @@ DOUBLES = ROOT / "tests" / "doubles"
 PG_ADMIN_DSN = os.environ.get("REID_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_USER = "postgres"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-WORKERS = {"default": ("default", "reid-default-worker"), "ascend": ("ascend310", "reid-ascend-worker")}
+#: worker -> (queue, task-instance hostname, fleet host or None)
+WORKERS = {
+    "default": ("default", "reid-default-worker", None),
+    "ascend-a": ("ascend310", "reid-ascend-a", "npu-a"),
+    "ascend-b": ("ascend310", "reid-ascend-b", "npu-b"),
+}
+FLEET_DEVICES = [0, 1]  # per Ascend host
+FAST_BENCH = {"WARMUP": 1, "REPEATS": 1, "PURE_BATCHES": 2}
 
 
 def free_port() -> int:
@@ -63,6 +74,19 @@ class CeleryStack:
         self.af_db = f"reid_it_airflow_{self.tag}"
         self.res_db = f"reid_it_results_{self.tag}"
         self.api_port = free_port()
+        self.leases = self.tmp / "leases"  # one directory for both simulated hosts: lock files are per host
+        self.deployment = self.tmp / "deployment.yml"
+        hosts = [f"{h}: {','.join(map(str, FLEET_DEVICES))}" for _q, _n, h in WORKERS.values() if h]
+        self.deployment.write_text(
+            json.dumps(  # JSON is YAML
+                {
+                    "VALIDATION": {
+                        "ASCEND": {"HOSTS": hosts, "DEVICE_IDS": FLEET_DEVICES, "LEASE_DIR": str(self.leases)},
+                        "BENCH": FAST_BENCH,
+                    }
+                }
+            )
+        )
 
     # ------------------------------------------------------------------ config
     def pg_url(self, db: str, driver: str = "postgresql+psycopg") -> str:
@@ -77,9 +101,12 @@ class CeleryStack:
         venv_bin = str(Path(sys.executable).parent)
         path = [venv_bin, env.get("PATH", "")]
         pythonpath = [str(ROOT), str(HERE)]
-        if worker == "ascend":  # the only component that can run the Ascend tools (doubles)
+        fleet_host = WORKERS[worker][2] if worker else None
+        if fleet_host:  # the only components that can run the Ascend tools (doubles)
             path.insert(0, str(DOUBLES / "bin"))
             pythonpath.append(str(DOUBLES / "python"))
+            env["REID_FLEET_HOST"] = fleet_host
+            env["REID_DOUBLE_NPU_DEVICES"] = ",".join(map(str, FLEET_DEVICES))
         env.update(
             PATH=os.pathsep.join(path),
             PYTHONPATH=os.pathsep.join(pythonpath),
@@ -95,6 +122,7 @@ class CeleryStack:
             AIRFLOW__CELERY__BROKER_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
             AIRFLOW__CELERY__RESULT_BACKEND="db+" + self.pg_url(self.af_db),
             AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
+            AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER="1",
             AIRFLOW__API_AUTH__JWT_SECRET=self._secret("jwt"),
             AIRFLOW__API__SECRET_KEY=self._secret("api"),
             AIRFLOW__API__HOST="127.0.0.1",
@@ -105,6 +133,7 @@ class CeleryStack:
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
             AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
             REID_SCHEDULE="none",
+            REID_CONFIG_FILE=str(self.deployment),
             REID_DATA_DIR=str(self.data),
             REID_RESULTS_DB_URL=self.results_url,
         )
@@ -181,7 +210,7 @@ class CeleryStack:
         self._spawn("scheduler", ["scheduler"])
         self._spawn("dag-processor", ["dag-processor"])
         node = socket.gethostname()
-        for worker, (queue, _host) in WORKERS.items():
+        for worker, (queue, _host, fleet_host) in WORKERS.items():
             self._spawn(
                 f"worker-{worker}",
                 [
@@ -192,7 +221,7 @@ class CeleryStack:
                     "--queues",
                     queue,
                     "--concurrency",
-                    "2",
+                    str(len(FLEET_DEVICES) if fleet_host else 2),
                     "--skip-serve-logs",
                     "--without-gossip",
                     "--without-mingle",

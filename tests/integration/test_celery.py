@@ -1,8 +1,10 @@
-"""The DAG on the real engine: CeleryExecutor + Redis + PostgreSQL, two workers with distinct queues.
+"""The DAG on the real engine: CeleryExecutor + Redis + PostgreSQL, a default worker and two Ascend workers
+standing for two hosts of a fleet (2 devices each).
 
-Asserts the run succeeds, Ascend conversions/benchmarks ran on the ascend310 worker (the only one with the
-Ascend tool doubles) and every other task on the default worker, the device pool never ran two benchmarks at
-once, and results are in the results database. Run alone: ``pytest tests/integration -m celery``.
+Asserts the run succeeds, Ascend conversions/benchmarks ran on the Ascend workers (the only ones with the
+Ascend tool doubles) and every other task on the default worker, each benchmark leased a device of the host
+whose worker ran it and no device ran two benchmarks at once (lease log), and results are in the results
+database. Run alone: ``pytest tests/integration -m celery``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from reid_tasks.fleet import lease_intervals, read_lease_log
+
 from .celery_stack import WORKERS, CeleryStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.celery, pytest.mark.slow, pytest.mark.timeout(900)]
 
 RUN_TIMEOUT_S = 480
-FAST_BENCH = ["VALIDATION.BENCH.WARMUP 1", "VALIDATION.BENCH.REPEATS 1", "VALIDATION.BENCH.PURE_BATCHES 2"]
 
 
 def _services_up() -> str | None:
@@ -81,7 +84,9 @@ def test_celery_run_routes_tasks_to_their_workers(stack: CeleryStack, synthetic_
         "precisions": ["fp32"],
         "dataset_root": str(synthetic_market),
         "checkpoint": str(demo_checkpoint),
-        "config_overrides": FAST_BENCH,
+        # the stack's deployment config (fleet, fast benchmark settings) as the run's config file too, while
+        # the worker-side cfg of a run is built from the run's settings only
+        "config_file": str(stack.deployment),
         "notes": "celery integration test",
     }
     stack.airflow("dags", "trigger", "reid_validation", "--run-id", run_id, "--conf", json.dumps(conf))
@@ -102,21 +107,32 @@ def test_celery_run_routes_tasks_to_their_workers(stack: CeleryStack, synthetic_
         print(stack.dump_logs())
     assert state == "success", f"run {run_id} is {state}:\n{table}"
 
-    ascend_host, default_host = WORKERS["ascend"][1], WORKERS["default"][1]
+    default_host = WORKERS["default"][1]
+    fleet_host_of = {name: fleet for _q, name, fleet in WORKERS.values() if fleet}  # TI hostname -> fleet host
     ran = [t for t in tis if t[2] not in ("skipped", "removed")]
-    ascend_tools = [t for t in ran if t[0] in ("ascend310.convert", "ascend310.benchmark")]
+
+    def is_ascend_tool(task_id: str) -> bool:
+        return task_id.startswith("ascend310.") and task_id.endswith((".convert", ".benchmark"))
+
+    ascend_tools = [t for t in ran if is_ascend_tool(t[0])]
     assert len(ascend_tools) == 4, table  # 2 batch sizes x (convert, benchmark)
-    for task_id, map_index, ti_state, host, queue, *_ in ran:
+    for task_id, map_index, ti_state, host, queue, pool, *_ in ran:
         assert ti_state == "success", table
-        if (task_id, map_index) in {(t[0], t[1]) for t in ascend_tools}:
-            assert (host, queue) == (ascend_host, "ascend310"), f"{task_id}[{map_index}] on {host}\n{table}"
+        if is_ascend_tool(task_id):
+            assert host in fleet_host_of and queue == "ascend310", f"{task_id}[{map_index}] on {host}\n{table}"
+            # conversion (ATC) holds no device: only benchmarks take the device pool
+            assert pool == ("ascend310_devices" if task_id.endswith(".benchmark") else "default_pool"), table
         else:
             assert (host, queue) == (default_host, "default"), f"{task_id}[{map_index}] on {host}\n{table}"
 
-    benches = sorted((t[6], t[7]) for t in ran if t[5] == "ascend310_dev0")
-    assert len(benches) == 2, table
-    for (_, end), (start, _) in itertools.pairwise(benches):
-        assert end <= start, f"two benchmarks on ascend310_dev0 at once:\n{table}"
+    # each benchmark leased a device of the host whose worker ran it; never two at once on one device
+    events = [e for e in read_lease_log(stack.leases) if e["label"].startswith(f"reid_validation/{run_id} ")]
+    acquired = sorted(e["host"] for e in events if e["event"] == "acquire")
+    bench_hosts = sorted(fleet_host_of[t[3]] for t in ascend_tools if t[0].endswith(".benchmark"))
+    assert acquired == bench_hosts, (events, table)
+    for device, spans in lease_intervals(events).items():
+        for (_, end, a), (start, _, b) in itertools.pairwise(sorted(spans)):
+            assert end <= start, f"{device}: {a} and {b} overlap"
 
     res = stack.res_db
     [(status,)] = stack.query(

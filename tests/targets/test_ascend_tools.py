@@ -1,4 +1,5 @@
-"""Ascend tool formats: parsers against the seed's exact outputs, command lines, npu-smi tables."""
+"""Ascend tool formats (one module per tool in reid_tasks.targets.ascend): parsers against the seed's exact
+outputs, command lines, npu-smi tables."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ import numpy as np
 import pytest
 
 from reid_tasks.errors import BenchmarkError, PrecisionNotSupported
-from reid_tasks.targets import ascend_tools as at
-from reid_tasks.targets.ascend import cann_environment, cann_version
+from reid_tasks.targets.ascend import (
+    ais_bench,
+    atc,
+    benchmark_x86,
+    cann,
+    cann_environment,
+    cann_version,
+    npu_smi,
+    runner,
+)
 
 # The five perf files of the seed guide (section 7.1), verbatim, with the card figures it derives (x4).
 SEED_PERF = {
@@ -75,7 +84,7 @@ SEED_ARITHMETIC_SLIPS = {4: 1876.584, 8: 2207.092}
 @pytest.mark.parametrize("batch", sorted(SEED_PERF))
 def test_seed_perf_files_parse_to_the_seed_card_figures(batch: int) -> None:
     text, interface, card, e2e = SEED_PERF[batch]
-    perf = at.parse_benchmark_perf(text)
+    perf = benchmark_x86.parse_benchmark_perf(text)
     assert perf.interface_throughput == interface
     assert perf.interface_throughput * 4 == pytest.approx(SEED_ARITHMETIC_SLIPS.get(batch, card), abs=1e-9)
     assert perf.e2e_throughput == e2e
@@ -89,18 +98,18 @@ def test_seed_perf_files_parse_to_the_seed_card_figures(batch: int) -> None:
 
 def test_benchmark_perf_without_infer_line_names_the_file() -> None:
     with pytest.raises(BenchmarkError, match=r"perf_vision_batchsize_1_device_0.txt.*Interface throughputRate"):
-        at.parse_benchmark_perf(
+        benchmark_x86.parse_benchmark_perf(
             "[e2e] throughputRate: 141.4, latency: 139547\n", "perf_vision_batchsize_1_device_0.txt"
         )
 
 
 def test_pure_perf_file_and_stdout_forms() -> None:
-    f = at.parse_pure_perf("ave_throughputRate = 323.826samples/s, ave_latency = 3.08851ms\n")
+    f = benchmark_x86.parse_pure_perf("ave_throughputRate = 323.826samples/s, ave_latency = 3.08851ms\n")
     assert (f.throughput, f.latency_ms, f.double) == (323.826, 3.08851, False)
-    s = at.parse_pure_perf("[INFO] ave_throughputRate: 1.32574samples/s, ave_latency: 755.75ms\n")
+    s = benchmark_x86.parse_pure_perf("[INFO] ave_throughputRate: 1.32574samples/s, ave_latency: 755.75ms\n")
     assert (s.throughput, s.latency_ms) == (1.32574, 755.75)
     with pytest.raises(BenchmarkError, match="ave_throughputRate"):
-        at.parse_pure_perf("[ERROR] model load failed")
+        benchmark_x86.parse_pure_perf("[ERROR] model load failed")
 
 
 def _stats(values: list[float]) -> dict:
@@ -120,68 +129,68 @@ def test_ais_summary_parse() -> None:
         "npu_compute_time_list": times,
         "pid": 1,
     }
-    s = at.parse_ais_summary(data)
+    s = ais_bench.parse_ais_summary(data)
     assert s.throughput == pytest.approx(1000 / np.mean(times))
     assert s.npu_compute_time["percentile(99%)"] == pytest.approx(np.percentile(times, 99))
     assert s.npu_compute_time_list == times and s.double is False
     del data["H2D_latency"]
     with pytest.raises(BenchmarkError, match="H2D_latency"):
-        at.parse_ais_summary(data, "x_summary.json")
-    assert at.ais_summary_path("/o", "rep0") == Path("/o/rep0_summary.json")
+        ais_bench.parse_ais_summary(data, "x_summary.json")
+    assert ais_bench.ais_summary_path("/o", "rep0") == Path("/o/rep0_summary.json")
 
 
 def test_atc_command_lines_match_the_seed() -> None:
-    argv = at.atc_argv("ReID.onnx", "ReID_bs16", 16, precision_mode=at.precision_mode_for("fp16"))
-    assert at.command_line(argv) == (
+    argv = atc.atc_argv("ReID.onnx", "ReID_bs16", 16, precision_mode=atc.precision_mode_for("fp16"))
+    assert cann.command_line(argv) == (
         "atc --framework=5 --model=ReID.onnx --output=ReID_bs16 --input_format=NCHW "
         '--input_shape="image:16,3,256,128" --soc_version=Ascend310 --log=error'
     )
     assert argv[5] == "--input_shape=image:16,3,256,128"  # no quotes inside the argv
-    argv = at.atc_argv(
-        "/m/ReID.onnx", "ReID_bs1", 1, soc_version="Ascend310P3", precision_mode=at.precision_mode_for("fp32"),
+    argv = atc.atc_argv(
+        "/m/ReID.onnx", "ReID_bs1", 1, soc_version="Ascend310P3", precision_mode=atc.precision_mode_for("fp32"),
         auto_tune=True,
     )  # fmt: skip
-    assert at.command_line(argv) == (
+    assert cann.command_line(argv) == (
         "atc --framework=5 --model=/m/ReID.onnx --output=ReID_bs1 --input_format=NCHW "
         '--input_shape="image:1,3,256,128" --soc_version=Ascend310P3 --precision_mode=force_fp32 '
         '--auto_tune_mode="RL,GA" --log=error'
     )
     assert argv[-2] == "--auto_tune_mode=RL,GA"
-    assert at.command_line(["atc", "--model=/a b/x.onnx"]) == "atc '--model=/a b/x.onnx'"
+    assert cann.command_line(["atc", "--model=/a b/x.onnx"]) == "atc '--model=/a b/x.onnx'"
 
 
 def test_precision_vocabulary() -> None:
-    assert at.precision_mode_for("fp16") is None  # ATC's default force_fp16
-    assert at.precision_mode_for("fp16", "allow_mix_precision") == "allow_mix_precision"
-    assert at.precision_mode_for("fp32", "allow_mix_precision") == "force_fp32"
+    assert atc.precision_mode_for("fp16") is None  # ATC's default force_fp16
+    assert atc.precision_mode_for("fp16", "allow_mix_precision") == "allow_mix_precision"
+    assert atc.precision_mode_for("fp32", "allow_mix_precision") == "force_fp32"
     with pytest.raises(PrecisionNotSupported, match="AMCT"):
-        at.precision_mode_for("int8")
+        atc.precision_mode_for("int8")
     with pytest.raises(PrecisionNotSupported, match="bf16"):
-        at.precision_mode_for("bf16")
+        atc.precision_mode_for("bf16")
     with pytest.raises(PrecisionNotSupported, match="PRECISION_MODE"):
-        at.precision_mode_for("fp16", "fast_please")
+        atc.precision_mode_for("fp16", "fast_please")
 
 
 def test_runner_command_lines() -> None:
-    argv = at.benchmark_argv("./benchmark.x86_64", "./ReID_bs1.om", 1, 0, "./prep_bin.info")
+    argv = benchmark_x86.benchmark_argv("./benchmark.x86_64", "./ReID_bs1.om", 1, 0, "./prep_bin.info")
     assert " ".join(argv) == (
         "./benchmark.x86_64 -model_type=vision -device_id=0 -batch_size=1 -om_path=./ReID_bs1.om "
         "-input_text_path=./prep_bin.info -input_width=128 -input_height=256 -output_binary=True -useDvpp=False"
     )
-    assert " ".join(at.benchmark_pure_argv("./benchmark.x86_64", "ReID_bs16.om", 16, 0, 20)) == (
+    assert " ".join(benchmark_x86.benchmark_pure_argv("./benchmark.x86_64", "ReID_bs16.om", 16, 0, 20)) == (
         "./benchmark.x86_64 -round=20 -om_path=ReID_bs16.om -device_id=0 -batch_size=16"
     )
-    assert at.ais_bench_argv("m.om", "out", "rep0", 16, 1, input_dir="bins", warmup_count=2) == [
+    assert ais_bench.ais_bench_argv("m.om", "out", "rep0", 16, 1, input_dir="bins", warmup_count=2) == [
         "python3", "-m", "ais_bench", "--model", "m.om", "--input", "bins", "--output", "out",
         "--output_dirname", "rep0", "--outfmt", "BIN", "--batchsize", "16", "--device", "1", "--warmup_count", "2",
     ]  # fmt: skip
-    pure = at.ais_bench_argv("m.om", "out", "p", 4, 0, loop=20, pure_data_type="random")
+    pure = ais_bench.ais_bench_argv("m.om", "out", "p", 4, 0, loop=20, pure_data_type="random")
     assert "--input" not in pure and pure[-4:] == ["--loop", "20", "--pure_data_type", "random"]
-    assert at.benchmark_pure_perf_path("r", "/x/ReID_bs16.om", 0) == Path(
+    assert benchmark_x86.benchmark_pure_perf_path("r", "/x/ReID_bs16.om", 0) == Path(
         "r/result/PureInfer_perf_of_ReID_bs16_in_device_0.txt"
     )
-    assert at.benchmark_perf_path("r", 16, 2) == Path("r/result/perf_vision_batchsize_16_device_2.txt")
-    assert at.info_file_text(["/p/a.bin", "/p/b.bin"]) == "0 /p/a.bin 128 256\n1 /p/b.bin 128 256\n"
+    assert benchmark_x86.benchmark_perf_path("r", 16, 2) == Path("r/result/perf_vision_batchsize_16_device_2.txt")
+    assert runner.info_file_text(["/p/a.bin", "/p/b.bin"]) == "0 /p/a.bin 128 256\n1 /p/b.bin 128 256\n"
 
 
 # npu-smi samples (Ascend 310 single chip: MindX SDK README; Atlas 300 cards; a 910B node with the process table)
@@ -239,7 +248,7 @@ SMI_910B = """\
 
 
 def test_npu_smi_ascend310_single_chip_idle() -> None:
-    info = at.parse_npu_smi(SMI_310)
+    info = npu_smi.parse_npu_smi(SMI_310)
     assert info.version == "21.0.3.1" and not info.has_process_table and not info.double
     (chip,) = info.chips
     assert (chip.npu_id, chip.name, chip.health, chip.chip_id, chip.device_id) == (0, "310", "OK", 0, 0)
@@ -250,7 +259,7 @@ def test_npu_smi_ascend310_single_chip_idle() -> None:
 
 
 def test_npu_smi_atlas300_cards_busy_by_aicore() -> None:
-    info = at.parse_npu_smi(SMI_300_CARDS)
+    info = npu_smi.parse_npu_smi(SMI_300_CARDS)
     assert [(c.npu_id, c.chip_id, c.device_id) for c in info.chips] == [(2048, 0, 0), (2048, 1, 1), (2049, 0, 4)]
     assert info.device_state(0)[0] and info.device_state(4)[0]
     idle, why = info.device_state(1)
@@ -258,7 +267,7 @@ def test_npu_smi_atlas300_cards_busy_by_aicore() -> None:
 
 
 def test_npu_smi_process_table() -> None:
-    info = at.parse_npu_smi(SMI_910B)
+    info = npu_smi.parse_npu_smi(SMI_910B)
     assert info.has_process_table and info.idle_npus == {0}
     assert [(p.npu_id, p.chip_id, p.pid, p.name, p.memory_mb) for p in info.processes] == [
         (1, 0, 1333928, "python", 37709.0)
@@ -274,20 +283,20 @@ def test_collect_outputs_names_missing_extra_and_wrong_size(tmp_path: Path) -> N
         np.zeros(2048, np.float32).tofile(tmp_path / f"{stem}_0.bin")
     np.zeros(10, np.float32).tofile(tmp_path / "c_0.bin")
     with pytest.raises(BenchmarkError) as err:
-        at.collect_outputs(tmp_path, ["a", "b", "c", "d"], "_0.bin", "ais_bench")
+        runner.collect_outputs(tmp_path, ["a", "b", "c", "d"], "_0.bin", "ais_bench")
     msg = str(err.value)
     assert "missing 1: d_0.bin" in msg and "unexpected 1: zz_0.bin" in msg and "c_0.bin (40 bytes)" in msg
     (tmp_path / "zz_0.bin").unlink()
     np.zeros(2048, np.float32).tofile(tmp_path / "c_0.bin")
     np.zeros(2048, np.float32).tofile(tmp_path / "d_0.bin")
-    files = at.collect_outputs(tmp_path, ["d", "a", "c", "b"], "_0.bin", "ais_bench")
+    files = runner.collect_outputs(tmp_path, ["d", "a", "c", "b"], "_0.bin", "ais_bench")
     assert [f.name for f in files] == ["d_0.bin", "a_0.bin", "c_0.bin", "b_0.bin"]
 
 
 def test_version_info() -> None:
-    assert at.parse_version_info("Version=5.0.1\nversion_dir=5.0.1\n") == "5.0.1"
-    assert at.parse_version_info("package_name=Ascend-cann-toolkit\nversion=7.0.RC1\n") == "7.0.RC1"
-    assert at.parse_version_info("nothing") is None
+    assert cann.parse_version_info("Version=5.0.1\nversion_dir=5.0.1\n") == "5.0.1"
+    assert cann.parse_version_info("package_name=Ascend-cann-toolkit\nversion=7.0.RC1\n") == "7.0.RC1"
+    assert cann.parse_version_info("nothing") is None
 
 
 def test_cann_environment_seed_variables(tmp_path: Path) -> None:
