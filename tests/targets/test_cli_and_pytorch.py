@@ -28,7 +28,7 @@ def test_cli_targets_lists_availability(capsys) -> None:
     assert _cli(["targets", "--format", "json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["onnxruntime"]["available"] and "fp32" in rows["onnxruntime"]["precisions"]
-    assert rows["pytorch"]["queue"] == "default" and rows["ascend310"]["pool"] == "ascend310_dev0"
+    assert rows["pytorch"]["queue"] == "default" and rows["ascend310"]["pool"] == "ascend310_devices"
     assert all(r["available"] or r["reason"] for r in rows.values())
     assert _cli(["targets"]) == 0
     table = capsys.readouterr().out.splitlines()
