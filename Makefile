@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 LOCK := requirements.lock
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast test-integration lint airflow pools benchmarks lock clean system-deps
+.PHONY: venv demo test test-setup test-fast test-integration lint airflow pools benchmarks lock clean system-deps
 
 venv: $(STAMP)
 
@@ -33,11 +33,15 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Everything: unit, integration (PostgreSQL, Redis, Celery, Airflow), browser. Services must be running
-# (.ci/run starts them); Debian's chromium is installed by `make system-deps`.
-test: venv
+# Everything: unit, integration (PostgreSQL, Redis, Celery, Airflow), browser. `test-setup` starts PostgreSQL
+# and Redis when installed but down and installs Debian's chromium (`system-deps`), naming whatever cannot be
+# had and how to get it; with CI=true anything missing is an error (here and in the tests), never a skip.
+test: venv test-setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+test-setup:
+	@bash scripts/test_setup.sh
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not integration and not slow"
@@ -53,9 +57,15 @@ benchmarks: venv
 	$(PY) benchmarks/bench_dag_parse.py
 	$(PY) benchmarks/bench_detect.py
 
+# Debian's chromium + chromedriver (the browser tests use them; no browser download). Needs root or sudo -n.
 system-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; else \
+	  echo "chromium/chromedriver missing; as root run: apt-get install -y chromium chromium-driver" >&2; exit 1; fi; \
+	echo "installing chromium chromium-driver (apt-get)"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver; \
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	  { echo "chromium/chromedriver still not on PATH after apt-get install chromium chromium-driver" >&2; exit 1; }
 
 # Regenerate the lock from the current venv (maintainers only).
 lock:

@@ -17,6 +17,25 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="reid-tests-airflo
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 PG_ADMIN_DSN = os.environ.get("REID_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+#: what the tests skip for when a service or the browser is missing; under CI=true such a skip is an error
+REQUIRED_UNDER_CI = ("PostgreSQL", "Redis", "chromium")
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
+    """Under CI=true a test skipped because PostgreSQL, Redis or chromium is missing fails instead: CI must
+    never pass by skipping what it is meant to test (`make test` / scripts/test_setup.sh start or name them)."""
+    report = yield
+    if report.skipped and _under_ci() and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if any(word in reason for word in REQUIRED_UNDER_CI):
+            report.outcome = "failed"
+            report.longrepr = f"CI=true requires it: {reason}"
+    return report
 
 
 @pytest.fixture(autouse=True, scope="session")
