@@ -190,3 +190,11 @@ def test_seed_postprocess_pairs_outputs_of_our_layout(cache, market, tmp_path):
         item = by_path[str(Path(img_path).absolute())]
         assert (pid, camid) == (item.pid, item.camid)
         assert np.array_equal(feat, _fake_feature(layout.bin_dir / f"{Path(img_path).name.split('.')[0]}.bin"))
+
+
+def test_cache_build_refuses_before_writing_when_space_is_short(market, cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "CHECK_ABOVE_BYTES", 0)
+    monkeypatch.setattr(storage, "free_bytes", lambda path: 5 * 1024**2)
+    with pytest.raises(DiskSpaceError, match=r"tensor cache of \d+ images at .*needs .* 5\.0 MiB free"):
+        preprocess_dataset(market, tmp_path / "cache" / "m", cfg, workers=1, progress=False)
+    assert not (tmp_path / "cache" / "m").exists() and list((tmp_path / "cache").iterdir()) == []
