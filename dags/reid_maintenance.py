@@ -41,4 +41,4 @@ def reid_maintenance() -> None:
     collect_garbage()
 
 
-reid_maintenance()
+maintenance_dag = reid_maintenance()

@@ -59,7 +59,7 @@ import airflow.sdk  # the dag-processor's situation: Airflow already imported
 t0 = time.perf_counter()
 ns = runpy.run_path(sys.argv[1])
 dt = time.perf_counter() - t0
-dag = next(v for v in ns.values() if type(v).__name__ == "DAG")
+dag = next(v for v in ns.values() if isinstance(v, airflow.sdk.DAG))
 print(json.dumps({
     "ms": dt * 1000,
     "ours": sorted(m for m in sys.modules if m.startswith("reid_tasks")),
