@@ -7,8 +7,9 @@ benchmark.x86_64 runs it on one NPU device, the way the seed guide does by hand.
     pure = target.benchmark_pure(art)             # ais_bench --pure_data_type / benchmark -round=N
 
 One module per concern: ``cann`` (the CANN environment, running a tool), ``atc`` (conversion), ``npu_smi``
-(devices and idleness), ``runner`` (the runner interface) with one class per runner -- ``ais_bench.AisBench``
-and ``benchmark_x86.BenchmarkX86`` -- and ``target.AscendTarget`` composing them. Each runner module holds its
+(devices and idleness), ``inputs`` (the seed .bin layout a data pass reads), ``runner`` (the runner interface)
+with one class per runner -- ``ais_bench.AisBench`` and ``benchmark_x86.BenchmarkX86`` -- and
+``target.AscendTarget`` composing them. Each runner module holds its
 tool's command lines and the parsers of what it writes.
 
 Configuration: VALIDATION.ASCEND.{INSTALL_PATH, SOC_VERSION, PRECISION_MODE, AUTO_TUNE, RUNNER, BENCHMARK_BIN,

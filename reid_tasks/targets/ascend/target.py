@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -16,14 +15,14 @@ from reid_tasks.errors import BenchmarkError, TargetUnavailable
 from reid_tasks.fleet import Fleet, FleetError, device_pool
 from reid_tasks.targets.base import Target
 from reid_tasks.targets.records import FEATURE_DIM, Artifact, BuildOutput, PerfRecord, Scheduling
-from reid_tasks.utils import atomic_write_text
 
 from .ais_bench import AisBench
 from .atc import Atc, precision_mode_for
 from .benchmark_x86 import BenchmarkX86
 from .cann import Cann
+from .inputs import seed_inputs
 from .npu_smi import NpuSmi, NpuSmiInfo
-from .runner import Pass, Runner, SeedInputs, info_file_text
+from .runner import Pass, Runner, SeedInputs
 
 if TYPE_CHECKING:  # numpy only where a benchmark runs: this module is imported when the DAG is parsed
     import numpy as np
@@ -207,37 +206,7 @@ class AscendTarget(Target):
     # ---- inputs
     def seed_layout(self, inputs: np.ndarray | BatchSource, dest: Path) -> SeedInputs:
         """The cache's own seed layout (shared per cache), or one written under ``dest`` for an array."""
-        import numpy as np
-
-        from reid_tasks.targets.timing import as_source
-
-        h, w = self._hw()
-        n = len(inputs)
-        if not isinstance(inputs, np.ndarray) and hasattr(inputs, "seed_layout"):
-            lay = inputs.seed_layout()
-        elif not isinstance(inputs, np.ndarray) and hasattr(inputs, "write_seed_layout"):
-            lay = inputs.write_seed_layout(dest)
-        else:
-            lay = None
-        if lay is not None:
-            layout = SeedInputs(Path(lay.bin_dir), Path(lay.info_path), list(lay.stems))
-        else:
-            source = as_source(inputs)
-            if tuple(source.batch(0, 1).shape[1:]) != (3, h, w):
-                raise BenchmarkError(f"ascend310: inputs must be [N,3,{h},{w}], got {source.batch(0, 1).shape}")
-            bin_dir, info = dest / "prep_dataset", dest / "prep_bin.info"
-            if bin_dir.exists():
-                shutil.rmtree(bin_dir)
-            bin_dir.mkdir(parents=True)
-            stems = [f"{i:06d}" for i in range(n)]
-            for s in range(0, n, 256):
-                x = np.ascontiguousarray(source.batch(s, min(s + 256, n)), dtype=np.float32)
-                for j, row in enumerate(x):
-                    row.tofile(bin_dir / f"{stems[s + j]}.bin")
-            atomic_write_text(info, info_file_text([bin_dir / f"{t}.bin" for t in stems], (h, w)))
-            layout = SeedInputs(bin_dir, info, stems)
-        _check_layout(layout, n, 3 * h * w * 4)
-        return layout
+        return seed_inputs(inputs, dest, self._hw())
 
     # ---- running
     def _om(self, artifact: Artifact) -> tuple[Path, int]:
@@ -402,25 +371,6 @@ class AscendTarget(Target):
         if double:
             log.warning("ascend310: these figures come from TEST DOUBLES (tests/doubles), not from an Ascend device")
         return dataclasses.replace(perf, card_throughput=perf.throughput_best * chips)
-
-
-def _check_layout(layout: SeedInputs, n: int, nbytes: int) -> None:
-    bin_dir, stems = layout.bin_dir, layout.stems
-    if len(stems) != n:
-        raise BenchmarkError(f"ascend310: seed layout {bin_dir} has {len(stems)} stems for {n} inputs")
-    if len(set(stems)) != len(stems):
-        raise BenchmarkError(f"ascend310: duplicate stems in the seed layout {bin_dir}")
-    dotted = [s for s in stems if "." in s]
-    if dotted:  # ais_bench names outputs basename.split('.')[0] + '_0.bin'
-        raise BenchmarkError(f"ascend310: stems with '.' cannot be mapped back from the outputs: {dotted[:5]}")
-    present = {p.name: p for p in bin_dir.glob("*.bin")}
-    expected = {f"{s}.bin" for s in stems}
-    odd = sorted(set(present) - expected)[:5] + sorted(expected - set(present))[:5]
-    if odd:
-        raise BenchmarkError(f"ascend310: {bin_dir} must hold exactly the {n} input .bin files; odd: {odd}")
-    wrong = [s for s in stems[:1] + stems[-1:] if present[f"{s}.bin"].stat().st_size != nbytes]
-    if wrong:
-        raise BenchmarkError(f"ascend310: {bin_dir}/{wrong[0]}.bin is not {nbytes} bytes (float32 CHW)")
 
 
 def _read_features(files: Sequence[Path]) -> np.ndarray:
