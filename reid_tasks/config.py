@@ -135,7 +135,7 @@ _C.VALIDATION.BENCH.PURE_BATCHES = 20  # batches per repetition in pure-inferenc
 _C.VALIDATION.BENCH.PURE_DATA = "random"  # random | zero
 # One dataset pass per artifact (features + end-to-end throughput); REPEATS applies to the pure benchmark.
 _C.VALIDATION.BENCH.TASK_TIMEOUT_S = 3 * 3600  # the benchmark task's execution timeout (parse time)
-_C.VALIDATION.BENCH.MIN_THROUGHPUT = 5.0  # img/s assumed for the dataset pass when nothing was measured
+_C.VALIDATION.BENCH.MIN_THROUGHPUT = 5.0  # end-to-end img/s assumed for the dataset pass when PURE is off
 
 # Parity of every artifact against the PyTorch fp32 reference.
 _C.VALIDATION.PARITY = CN()

@@ -249,6 +249,8 @@ def test_inference_counts_and_budget_figures() -> None:
     assert before["pure"] == after["pure"] == (2 + 60) * 16
     b = dataset_pass_budget(19281, 20.0, min_throughput=5, left_s=3 * 3600, what="x")
     assert b.expected_s == pytest.approx(964.05) and b.timeout_s == pytest.approx(964.05 * 3 + 60)
+    floor = dataset_pass_budget(19281, None, min_throughput=5, left_s=3 * 3600, what="x")  # end-to-end already
+    assert floor.timeout_s == pytest.approx(19281 / 5 + 60) and "MIN_THROUGHPUT" in floor.source
 
 
 def test_availability_is_this_hosts_devices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
