@@ -125,7 +125,7 @@
       el("line", { x1: M.left, x2: M.left + iw, y1: y(data.threshold), y2: y(data.threshold), "class": "threshold" }, svg);
     }
     el("polyline", { points: pts.map(function (p, i) { return x(i) + "," + y(p.value); }).join(" "), "class": "line" }, svg);
-    // change points (dashed) and accepted baselines (solid): vertical markers at their run (detect, issue 12)
+    // accepted baselines (solid) and change points (dashed, drawn on top): vertical markers at their run (issue 12)
     var at = {};
     pts.forEach(function (p, i) { at[p.run_key] = i; });
     function vmark(runKey, cls, lines) {
@@ -133,14 +133,14 @@
       var mx = x(at[runKey]);
       withTip(el("line", { x1: mx, x2: mx, y1: y(hi), y2: y(lo), "class": cls }, svg), lines);
     }
+    (data.baselines || []).forEach(function (b) {
+      vmark(b.run_key, "baseline-start", ["baseline restarted at " + b.run_key,
+        "accepted " + when(b.accepted_at) + " UTC" + (b.accepted_by ? " by " + b.accepted_by : "")]);
+    });
     (data.change_points || []).forEach(function (c) {
       vmark(c.run_key, "change-point", ["change point at " + c.run_key, fmt(c.level_before) + " → " + fmt(c.level_after) +
         " " + data.unit + (c.rel_change === null ? "" : " (" + (c.rel_change * 100).toFixed(1) + " %)") +
         (c.p_value === null ? "" : ", p " + c.p_value.toPrecision(2)), c.accepted ? "accepted" : "open"]);
-    });
-    (data.baselines || []).forEach(function (b) {
-      vmark(b.run_key, "baseline-start", ["baseline restarted at " + b.run_key,
-        "accepted " + when(b.accepted_at) + " UTC" + (b.accepted_by ? " by " + b.accepted_by : "")]);
     });
     var alerted = {};
     (data.alerts || []).forEach(function (a) { (alerted[a.run_key] = alerted[a.run_key] || []).push(a); });
