@@ -2,13 +2,14 @@
 
 Baseline (as the seed): one process, per image PIL open -> convert('RGB') -> resize bilinear ->
 numpy /255 -> normalise -> float32 CHW ``tofile(<stem>.bin)``.
-Ours: ``preprocess_dataset`` into the uint8 tensor cache with one worker per core (Pillow decode + resize,
-GIL released); the seed-layout write (``TensorCache.write_seed_layout``) is timed separately. Both run
-``--runs`` times alternately; the ratio is the median of the per-run ratios. The cache's uint8 rows are then
-compared with PIL's ``Resize([256, 128])`` output on every image: the max difference must be 0.
+Ours: ``preprocess_dataset`` into the uint8 tensor cache with one worker per core, threads and forked
+processes (its default "auto" picks processes for a set this size); the seed-layout write
+(``TensorCache.write_seed_layout``) is timed separately. Both run ``--runs`` times alternately; the ratio
+is the median of the per-run ratios. The cache's uint8 rows are then compared with PIL's
+``Resize([256, 128])`` output on every image: the max difference must be 0.
 
     .venv/bin/python benchmarks/bench_preprocess.py [--n 2000] [--runs 3] [--src DIR] [--workers N]
-        [--backend thread|process|both]
+        [--backend thread|process|both] [--pillow-only]
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="baseline/ours runs; the ratio is their median (default 3)")
     ap.add_argument("--src", default=None, help="folder of Market-named *.jpg to use instead")
     ap.add_argument("--workers", type=int, default=None, help="default: one per core")
-    ap.add_argument("--backend", choices=["thread", "process", "both"], default="thread")
+    ap.add_argument("--backend", choices=["thread", "process", "both"], default="both")
     ap.add_argument(
         "--pillow-only", action="store_true", help="also time ours with Pillow's resize for the 2x case (no OpenCV)"
     )

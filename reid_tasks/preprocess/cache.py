@@ -26,7 +26,7 @@ from ..storage import disk_full_as_error, require_free_space
 from ..utils import atomic_write_json, replace_dir
 from .seed_layout import SeedLayout, seed_stem, shared_layout_dir, write_seed_layout
 from .settings import ARRAY_NAME, CACHE_VERSION, MANIFEST_NAME, Settings, normalise_with
-from .workers import default_workers, fill_array
+from .workers import auto_backend, default_workers, fill_array
 
 log = logging.getLogger("reid_tasks.preprocess")
 
@@ -154,14 +154,15 @@ def preprocess_dataset(
     workers: int | None = None,
     skip_bad: bool = False,
     progress: bool = True,
-    backend: str = "thread",
+    backend: str = "auto",
 ) -> TensorCache:
     """Preprocess ``items`` into a tensor cache at ``out_dir`` (reused when inputs and settings are unchanged).
 
     ``items``: a :class:`~reid_tasks.datasets.Market1501` (query then gallery) or a sequence of
     ``ImageItem``/``(path, pid, camid[, split])`` (split defaults to 'gallery' for files in a
-    ``bounding_box_test`` folder, else 'query'). ``workers``: threads (or processes with
-    ``backend="process"``); ``None``/0 = one per core. Unreadable or corrupt images raise
+    ``bounding_box_test`` folder, else 'query'). ``workers``: parallel workers, ``None``/0 = one per core;
+    ``backend``: "thread", "process" (forked) or "auto" (processes for jobs of >= 128 images where fork
+    exists, threads otherwise; same bytes either way). Unreadable or corrupt images raise
     :class:`PreprocessError` listing every one with its reason; with ``skip_bad`` they are left out and
     recorded in the manifest and on ``cache.bad``. The cache is built in a temporary folder beside
     ``out_dir`` and renamed into place.
@@ -172,8 +173,8 @@ def preprocess_dataset(
     if not cache_items:
         raise PreprocessError("nothing to preprocess: no images given")
     num_query = _num_query(cache_items)
-    if backend not in ("thread", "process"):
-        raise PreprocessError(f"backend must be 'thread' or 'process', got {backend!r}")
+    if backend not in ("auto", "thread", "process"):
+        raise PreprocessError(f"backend must be 'auto', 'thread' or 'process', got {backend!r}")
     out_dir = Path(out_dir).expanduser().absolute()
     source_fp = _source_fingerprint(cache_items)
     sdict = settings.to_dict()
@@ -198,6 +199,8 @@ def preprocess_dataset(
     n = len(cache_items)
     h, w = settings.height, settings.width
     workers = workers or default_workers()
+    if backend == "auto":
+        backend = auto_backend(n, workers)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     require_free_space(out_dir.parent, n * h * w * 3, f"the tensor cache of {n} images")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

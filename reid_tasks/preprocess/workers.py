@@ -34,6 +34,19 @@ def _cv2() -> Any:
     return cv2
 
 
+def auto_backend(n: int, workers: int) -> str:
+    """'process' (forked workers) for jobs big enough to share, where fork exists; else 'thread'.
+
+    Pillow parses JPEG headers in Python with the GIL held, so threads scale less well than processes (bench
+    figures in docs/performance.md); a fork costs milliseconds, nothing to re-import.
+    """
+    import multiprocessing as mp
+
+    if workers > 1 and n >= 4 * CHUNK and "fork" in mp.get_all_start_methods():
+        return "process"
+    return "thread"
+
+
 _TLS = threading.local()
 
 
