@@ -4,8 +4,10 @@
 Validates the reid-strong-baseline person re-identification model (ResNet50 + BN neck, Market-1501)
 on every registered inference target, nightly and on demand:
 
-1. **prepare_run**: resolve the config, dataset (synthetic Market-1501 when none is given) and checkpoint
-   (deterministic demo checkpoint when none is given), create the run directory, record the run.
+1. **prepare_run**: refuse a trigger that sets anything but run settings (allow-list in
+   `reid_tasks.settings`); read the deployment configuration on the worker (`$REID_CONFIG_FILE`, then the
+   Airflow Variable `reid_deployment_config`); resolve dataset and checkpoint (the synthetic set and demo
+   checkpoint only together, only where `VALIDATION.DEMO` allows), create the run directory, record the run.
 2. **export_model** (checkpoint -> ONNX, parity-checked) and, in parallel, **preprocess_data**
    (images -> tensor cache).
 3. One task group per target (`onnxruntime`, `ascend310`, ...): **plan** the (batch size, precision)
@@ -35,8 +37,8 @@ from reid_tasks.settings import (
     OVERRIDE_ITEM_PATTERN,
     OVERRIDE_KEY_PATTERN,
     OVERRIDE_LINES_PATTERN,
-    RUN_SETTABLE_KEYS,
     SOC_VERSIONS,
+    allow_list_text,
 )
 from reid_tasks.targets import PRECISIONS, get_target, target_names
 
@@ -85,7 +87,6 @@ def _params() -> dict[str, Param]:
     minimum/maximum without a word (150 became 100); nested, they only validate, so a bad value is refused."""
     v = CFG.VALIDATION
     roots = "VALIDATION.ALLOWED_ROOTS of the deployment (default: its data dir)"
-    run_keys = ", ".join(k + ("*" if k.endswith(".") else "") for k in RUN_SETTABLE_KEYS)
     return {
         "checkpoint": Param(
             None,
@@ -116,7 +117,7 @@ def _params() -> dict[str, Param]:
             title="Config overrides",
             description=(
                 'One KEY VALUE per line, e.g. TEST.NECK_FEAT before (also a JSON list of "KEY VALUE" strings or '
-                f'an object {{"KEY": value}}). Run settings only: {run_keys}. Anything else (tools, paths, '
+                f'an object {{"KEY": value}}). Run settings only: {allow_list_text()}. Anything else (tools, paths, '
                 "database, rule and parity thresholds) belongs to the deployment configuration. Empty: none."
             ),
         ),
@@ -236,11 +237,21 @@ def _run_identity(context: Any) -> dict[str, str]:
 
 @task(execution_timeout=timedelta(minutes=30))
 def prepare_run(**context: Any) -> dict:
-    """Resolve config, dataset, checkpoint and run directory; record the run as running."""
-    from reid_tasks import steps
+    """Refuse a trigger that sets what it may not; resolve the deployment configuration (read here, on the
+    worker) and the run settings, dataset, checkpoint and run directory; record the run as running."""
+    from airflow.sdk import Variable
 
-    params = context["params"]
-    return steps.prepare_run({k: params[k] for k in params}, **_run_identity(context))
+    from reid_tasks import steps
+    from reid_tasks.settings import DEPLOYMENT_VARIABLE
+
+    params, identity = context["params"], _run_identity(context)
+    return steps.prepare_triggered_run(
+        {k: params[k] for k in params},  # Airflow merged the conf into them, undeclared keys included
+        conf=context["dag_run"].conf or {},
+        scheduled=identity["trigger"] == "scheduled",
+        deployment_text=Variable.get(DEPLOYMENT_VARIABLE, default=None),
+        **identity,
+    )
 
 
 @task(execution_timeout=timedelta(minutes=30))

@@ -48,7 +48,7 @@ _C.INPUT.PADDING = 10
 # --------------------------------------------------------------------------- DATASETS
 _C.DATASETS = CN()
 _C.DATASETS.NAMES = "market1501"
-_C.DATASETS.ROOT_DIR = "./data"
+_C.DATASETS.ROOT_DIR = ""  # Market-1501 root; empty: not configured (a run must name one, or be a demo)
 
 # --------------------------------------------------------------------------- DATALOADER (training only)
 _C.DATALOADER = CN()
@@ -104,6 +104,14 @@ _C.VALIDATION.ARTIFACTS_ROOT = ""
 # Results database URL; empty: REID_RESULTS_DB_URL > Airflow connection > SQLite under DATA_DIR.
 _C.VALIDATION.RESULTS_DB_URL = ""
 _C.VALIDATION.SCHEDULE = "0 2 * * *"
+# Deployment settings that guard the trigger boundary (see reid_tasks.settings; never settable by a trigger).
+# Paths a trigger names (checkpoint, dataset, config file) must resolve under one of these; empty: the data dir.
+_C.VALIDATION.ALLOWED_ROOTS = []
+# Allow demo runs (synthetic Market-1501 + demo checkpoint) when neither a checkpoint nor a dataset is
+# configured; `make demo` / `make airflow` set it. Off: such a run fails saying what to configure.
+_C.VALIDATION.DEMO = False
+# Load pickled whole-model checkpoints (torch.load(weights_only=False): runs code from the file).
+_C.VALIDATION.TRUST_CHECKPOINT = False
 _C.VALIDATION.TARGETS = ["onnxruntime"]
 _C.VALIDATION.BATCH_SIZES = [1, 16]
 _C.VALIDATION.PRECISIONS = ["fp32"]
@@ -257,6 +265,8 @@ def _merge_one(cfg: CN, key: str, value: Any) -> None:
         node = node[part]
     if parts[-1] not in node:
         raise ConfigError(f"unknown config key {key!r}; valid keys here: {sorted(node.keys())}")
+    if isinstance(node[parts[-1]], float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # yacs refuses 95 for a float key
     try:
         cfg.merge_from_list([key, value])
     except (ValueError, TypeError, AssertionError) as exc:
@@ -307,6 +317,12 @@ def overrides(cfg: CN) -> dict[str, Any]:
 
     walk(cfg, get_defaults(), "")
     return out
+
+
+def as_opts(values: dict[str, Any]) -> list[Any]:
+    """{dotted key: value} as a flat KEY VALUE list that ``load_config`` merges back to the same values
+    (strings are quoted, so yacs' literal decoding cannot turn "0" into 0)."""
+    return [x for k, v in values.items() for x in (k, repr(v) if isinstance(v, str) else v)]
 
 
 def _plain(v: Any) -> Any:

@@ -15,7 +15,7 @@ settings cross it differently:
       product defaults < $REID_CONFIG_FILE (yml) < Airflow Variable ``reid_deployment_config`` (yml or JSON)
 
   and, where those leave a value empty, the environment fallbacks ($REID_DATA_DIR, $REID_RESULTS_DB_URL,
-  $REID_ARTIFACTS_ROOT, the Airflow connection ``reid_results_db``).
+  $REID_ARTIFACTS_ROOT, $REID_ALLOWED_ROOTS, the Airflow connection ``reid_results_db``).
 
 A trigger that carries anything else is refused at its first task, naming each key and where it belongs.
 The CLI (``reid-validate run``) is a local user's tool and keeps every override.
@@ -102,16 +102,23 @@ _DEPLOYMENT_PARAMS = {
 
 #: A config key as written in an override: dotted upper-case names.
 _KEY = r"[A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*"
+#: A key on the allow-list (what the trigger form's schema accepts).
+_RUN_KEY = "(?:" + "|".join(re.escape(k) + ("[A-Z0-9_.]+" if k.endswith(".") else "") for k in RUN_SETTABLE_KEYS) + ")"
 #: One "KEY VALUE" override (an item of the JSON list form).
-OVERRIDE_ITEM_PATTERN = rf"^\s*{_KEY}\s+\S.*$"
+OVERRIDE_ITEM_PATTERN = rf"^\s*{_RUN_KEY}\s+\S.*$"
 #: "KEY VALUE" lines (the form's text): blank lines and "# comments" allowed.
-OVERRIDE_LINES_PATTERN = rf"^(?:[ \t]*(?:(?:{_KEY}[ \t]+\S[^\r\n]*)|#[^\r\n]*)?[ \t]*(?:\r?\n|$))*$"
+OVERRIDE_LINES_PATTERN = rf"^(?:[ \t]*(?:(?:{_RUN_KEY}[ \t]+\S[^\r\n]*)|#[^\r\n]*)?[ \t]*(?:\r?\n|$))*$"
 #: A key of the JSON object form.
-OVERRIDE_KEY_PATTERN = rf"^{_KEY}$"
+OVERRIDE_KEY_PATTERN = rf"^{_RUN_KEY}$"
 
 
 class TriggerRefused(ConfigError):
     """A trigger carried a setting it may not set, a value out of bounds, or a path outside the allowed roots."""
+
+
+def allow_list_text() -> str:
+    """The allow-list as users read it (``MODEL.*`` for a whole node)."""
+    return ", ".join(k + "*" if k.endswith(".") else k for k in RUN_SETTABLE_KEYS)
 
 
 def run_settable(key: str) -> bool:
@@ -233,10 +240,13 @@ def check_run_values(cfg: Any, deployment: Any) -> None:
 
 
 def allowed_roots(deployment: Any) -> list[Path]:
-    """The deployment's VALIDATION.ALLOWED_ROOTS, realpath-resolved (default: the data dir)."""
+    """The deployment's VALIDATION.ALLOWED_ROOTS, else $REID_ALLOWED_ROOTS (``os.pathsep``-separated), else the
+    data dir; realpath-resolved."""
     from .config import data_dir
 
-    roots = [str(r) for r in deployment.VALIDATION.ALLOWED_ROOTS if str(r).strip()] or [str(data_dir(deployment))]
+    roots = [str(r) for r in deployment.VALIDATION.ALLOWED_ROOTS if str(r).strip()]
+    roots = roots or [r for r in os.environ.get("REID_ALLOWED_ROOTS", "").split(os.pathsep) if r.strip()]
+    roots = roots or [str(data_dir(deployment))]
     return [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
 
 
@@ -255,3 +265,134 @@ def confine(path: str | os.PathLike[str], roots: Sequence[Path], what: str) -> P
         via = "" if str(real) == os.path.normpath(str(candidate)) else f" (resolves to {real})"
         raise TriggerRefused(f"{what} {text!r}{via} is outside the allowed roots; {where}")
     return real
+
+
+# ------------------------------------------------------------------------------------------------ reading files
+#: A trigger's config file larger than this is refused unread.
+MAX_TRIGGER_CONFIG_BYTES = 256 * 1024
+
+
+def _yaml_mapping(text: str, source: str) -> list[tuple[str, Any]]:
+    """Dotted (KEY, VALUE) pairs of a yml/JSON mapping; errors give the position, never the text."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{at} (content not shown)") from None
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{source}: expected a mapping of config keys, got a {kind} (content not shown)")
+    pairs: list[tuple[str, Any]] = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and v:
+                walk(v, key + ".")
+            else:
+                pairs.append((key, v))
+
+    walk(data, "")
+    return pairs
+
+
+def read_trigger_config(path: Path) -> list[tuple[str, Any]]:
+    """The run settings in a trigger's config file (already confined). Keys off the allow-list are refused;
+    values are checked one by one. No message shows the file's content: a key is named only when it is a
+    config key, a bad value only by its key."""
+    from .config import load_config, select
+
+    source = f"config file {path}"
+    if not path.is_file():
+        raise TriggerRefused(f"{source}: not found or not a file")
+    if path.stat().st_size > MAX_TRIGGER_CONFIG_BYTES:
+        raise TriggerRefused(f"{source}: larger than {MAX_TRIGGER_CONFIG_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TriggerRefused(f"{source}: cannot be read as UTF-8 text ({type(exc).__name__})") from None
+    try:
+        pairs = _yaml_mapping(text, source)
+    except ConfigError as exc:
+        raise TriggerRefused(str(exc)) from None
+    defaults = load_config()
+    unknown = 0
+    for key, _ in pairs:
+        try:
+            select(defaults, key)
+        except ConfigError:
+            unknown += 1
+    if unknown:
+        raise TriggerRefused(f"{source}: {unknown} entr{'y is' if unknown == 1 else 'ies are'} not config keys")
+    check_run_keys(pairs, source)
+    for key, value in pairs:
+        try:
+            load_config(opts=[key, value])
+        except ConfigError:
+            raise TriggerRefused(f"{source}: {key} has a bad value (values from a file are not shown)") from None
+    return pairs
+
+
+def deployment_config(variable_text: str | None = None) -> Any:
+    """The deployment configuration, read on the worker at run time: product defaults, then the yml named by
+    $REID_CONFIG_FILE, then ``variable_text`` (the Airflow Variable ``reid_deployment_config``: yml or JSON,
+    nested nodes or dotted keys). Every key is allowed here; the result is frozen."""
+    from .config import load_config
+
+    config_file = os.environ.get("REID_CONFIG_FILE") or None
+    pairs = _yaml_mapping(variable_text, f"Airflow Variable {DEPLOYMENT_VARIABLE}") if variable_text else []
+    try:
+        return load_config(config_file, flat(pairs))
+    except ConfigError as exc:
+        origin = f"$REID_CONFIG_FILE={config_file}" if config_file else "defaults"
+        if pairs:
+            origin += f" + Airflow Variable {DEPLOYMENT_VARIABLE}"
+        raise ConfigError(f"deployment configuration ({origin}): {exc}") from exc
+
+
+def trigger_pairs(params: Mapping[str, Any], deployment: Any) -> list[tuple[str, Any]]:
+    """The run settings a trigger's params ask for, as allow-listed (KEY, VALUE) pairs in merge order:
+    config file, config_overrides, then the form's fields. Paths are confined to the allowed roots and
+    replaced by their realpath."""
+    roots = allowed_roots(deployment)
+    pairs: list[tuple[str, Any]] = []
+    if params.get("config_file"):
+        pairs += read_trigger_config(confine(str(params["config_file"]), roots, "config_file"))
+    try:
+        overrides = parse_overrides(params.get("config_overrides"))
+    except ConfigError as exc:
+        raise TriggerRefused(str(exc)) from None
+    check_run_keys(overrides, "config_overrides")
+    pairs += overrides
+    if params.get("checkpoint"):
+        pairs.append(("TEST.WEIGHT", params["checkpoint"]))
+    if params.get("dataset_root"):
+        pairs.append(("DATASETS.ROOT_DIR", params["dataset_root"]))
+    for name, key in _FORM_KEYS.items():
+        value = params.get(name)
+        if value not in (None, "", []):
+            pairs.append((key, list(value) if isinstance(value, tuple) else value))
+    confined = []
+    for key, value in pairs:
+        if key in PATH_KEYS and value not in (None, ""):
+            what = {"TEST.WEIGHT": "checkpoint", "DATASETS.ROOT_DIR": "dataset_root"}[key]
+            value = repr(str(confine(str(value), roots, f"{what} ({key})")))
+        confined.append((key, value))
+    return confined
+
+
+#: form params -> config keys (checkpoint / dataset_root are paths, handled apart)
+_FORM_KEYS = {
+    "targets": "VALIDATION.TARGETS",
+    "batch_sizes": "VALIDATION.BATCH_SIZES",
+    "precisions": "VALIDATION.PRECISIONS",
+    "soc_version": "VALIDATION.ASCEND.SOC_VERSION",
+    "device_ids": "VALIDATION.ASCEND.DEVICE_IDS",
+    "reference_rank1": "VALIDATION.REFERENCE.RANK1",
+    "reference_map": "VALIDATION.REFERENCE.MAP",
+}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,14 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from .config import artifacts_root, data_dir, load_config, overrides
+from .config import artifacts_root, as_opts, data_dir, load_config, overrides
 from .errors import ConfigError, ReidError
 from .retention import mark_finished, record_storage, registering
 from .settings import flat, parse_overrides
 from .utils import atomic_save_npy, atomic_write_json, file_digest, log
 
-#: params (DAG trigger form / CLI) -> config keys
+#: CLI params -> config keys (a local user's run: any key)
 _PARAM_KEYS = {
+    "checkpoint": "TEST.WEIGHT",
+    "dataset_root": "DATASETS.ROOT_DIR",
     "targets": "VALIDATION.TARGETS",
     "batch_sizes": "VALIDATION.BATCH_SIZES",
     "precisions": "VALIDATION.PRECISIONS",
@@ -65,23 +68,27 @@ def _references_given(params: Mapping[str, Any]) -> dict[str, bool]:
     return {k: params.get(k) not in (None, "") for k in ("reference_rank1", "reference_map")}
 
 
+def _reference_pairs(params: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Explicit expectations are checked alone: a reference param not given is zeroed beside a given one,
+    never left at the published default."""
+    given = _references_given(params)
+    if not any(given.values()):
+        return []
+    return [(key, 0.0) for key, name in _REFERENCE_KEYS.items() if not given[name]]
+
+
+_REFERENCE_KEYS = {"VALIDATION.REFERENCE.RANK1": "reference_rank1", "VALIDATION.REFERENCE.MAP": "reference_map"}
+
+
 def config_opts(params: Mapping[str, Any]) -> list[Any]:
-    """The KEY VALUE list that turns ``params`` into a config (overrides first, explicit params last)."""
+    """The KEY VALUE list that turns a local (CLI) run's ``params`` into a config (overrides first, explicit
+    params last). Every key is allowed: the person at the shell owns the machine."""
     opts = flat(parse_overrides(params.get("config_overrides")))
-    if params.get("checkpoint"):
-        opts += ["TEST.WEIGHT", str(params["checkpoint"])]
     for key, cfg_key in _PARAM_KEYS.items():
         value = params.get(key)
         if value not in (None, "", []):
             opts += [cfg_key, list(value) if isinstance(value, tuple) else value]
-    given = _references_given(params)
-    if any(given.values()):  # explicit expectations: check only those given, never a published default beside them
-        for key, cfg_key in (
-            ("reference_rank1", "VALIDATION.REFERENCE.RANK1"),
-            ("reference_map", "VALIDATION.REFERENCE.MAP"),
-        ):
-            if not given[key]:
-                opts += [cfg_key, 0.0]
+    opts += flat(_reference_pairs(params))
     if params.get("skip_bad"):
         opts += ["VALIDATION.SKIP_BAD", True]
     return opts
@@ -130,51 +137,141 @@ def prepare_run(
     run_id: str | None = None,
     airflow_url: str | None = None,
 ) -> dict[str, Any]:
-    """Resolve config, dataset and checkpoint (demo ones when none are given), create the run directory,
-    and record the run as 'running' in the results database. Returns the run context."""
-    from .results import collect_environment
+    """A local (CLI) run: ``params`` may set anything (config file, any override, ``trust_checkpoint``,
+    ``db_url``); with neither a checkpoint nor a dataset it is a demo run. See :func:`_prepare`."""
+    params = dict(params or {})
+    cfg = load_config(params.get("config_file") or None, config_opts(params))
+    return _prepare(
+        cfg,
+        demo_allowed=True,
+        trust=bool(params.get("trust_checkpoint")) or bool(cfg.VALIDATION.TRUST_CHECKPOINT),
+        db_url=params.get("db_url") or cfg.VALIDATION.RESULTS_DB_URL or "",
+        notes=str(params.get("notes") or ""),
+        reference_explicit=any(_references_given(params).values()),
+        identity=dict(run_key=run_key, trigger=trigger, dag_id=dag_id, run_id=run_id, airflow_url=airflow_url),
+    )
+
+
+def prepare_triggered_run(
+    params: Mapping[str, Any],
+    *,
+    conf: Mapping[str, Any] | None = None,
+    scheduled: bool = False,
+    deployment_text: str | None = None,
+    run_key: str | None = None,
+    trigger: str = "manual",
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    airflow_url: str | None = None,
+) -> dict[str, Any]:
+    """A run that crossed the trigger boundary (the DAG). The deployment configuration is read here, on the
+    worker (``deployment_text``: the Airflow Variable, see :mod:`reid_tasks.settings`); a manual trigger may
+    add run settings from the allow-list, a scheduled run validates the deployment configuration as it is.
+    Undeclared conf keys, keys off the allow-list, out-of-range values and paths outside the allowed roots
+    are refused (TriggerRefused) before anything is written."""
+    from .settings import check_run_values, check_trigger_conf, deployment_config, trigger_pairs
 
     params = dict(params or {})
-    config_file = params.get("config_file") or ""
-    opts = config_opts(params)
-    cfg = load_config(config_file or None, opts)  # validates everything up front
-    ddir = data_dir(cfg)
-    dataset_root = params.get("dataset_root") or (cfg.DATASETS.ROOT_DIR if params.get("use_config_dataset") else "")
-    demo = {}
-    if not dataset_root or not (params.get("checkpoint") or cfg.TEST.WEIGHT):
-        from .demo import ensure_demo_data
+    check_trigger_conf({**{k: None for k in params}, **dict(conf or {})})
+    deployment = deployment_config(deployment_text)
+    run_pairs = [] if scheduled else trigger_pairs(params, deployment)
+    pairs = run_pairs + _reference_pairs(params) if run_pairs else []
+    cfg = load_config(None, as_opts(overrides(deployment)) + flat(pairs))
+    if pairs:
+        check_run_values(cfg, deployment)
+    return _prepare(
+        cfg,
+        demo_allowed=bool(deployment.VALIDATION.DEMO),
+        trust=bool(deployment.VALIDATION.TRUST_CHECKPOINT),
+        db_url=deployment.VALIDATION.RESULTS_DB_URL or "",
+        notes="" if scheduled else str(params.get("notes") or ""),
+        reference_explicit=any(k in _REFERENCE_KEYS for k, _ in run_pairs),
+        identity=dict(run_key=run_key, trigger=trigger, dag_id=dag_id, run_id=run_id, airflow_url=airflow_url),
+    )
 
-        d = ensure_demo_data(ddir / "demo")
-        demo = {"dataset_root": d.dataset_root, "checkpoint": d.checkpoint}
-        dataset_root = dataset_root or d.dataset_root
-        if not (params.get("checkpoint") or cfg.TEST.WEIGHT):
-            opts += ["TEST.WEIGHT", d.checkpoint]
-            cfg = load_config(config_file or None, opts)
-    _check_inputs(cfg, str(dataset_root))
-    run_key = run_key or local_run_key()
+
+def _nothing_configured(demo_allowed: bool) -> str:
+    from .settings import DEPLOYMENT_WHERE
+
+    demo = "" if demo_allowed else "; to run the synthetic demo instead, set VALIDATION.DEMO: True there"
+    return (
+        "nothing to validate: no checkpoint (TEST.WEIGHT) and no dataset (DATASETS.ROOT_DIR) are configured. "
+        f"Set both in {DEPLOYMENT_WHERE}, or give checkpoint and dataset_root when triggering{demo}"
+    )
+
+
+def resolve_inputs(cfg: Any, demo_allowed: bool) -> tuple[str, str, str]:
+    """(dataset root, checkpoint, run kind) of a run. The demo dataset and checkpoint stand in only together:
+    for a run that names neither (when ``demo_allowed``), or for the missing half beside the other demo half.
+    A real dataset never gets the demo weights, nor a real checkpoint the synthetic set. Run kind: ``demo``
+    when the dataset is synthetic or the checkpoint a demo one, else ``configured``."""
+    from .demo import demo_paths, ensure_demo_data, is_demo_checkpoint, is_demo_dataset
+
+    dataset, checkpoint = str(cfg.DATASETS.ROOT_DIR or ""), str(cfg.TEST.WEIGHT or "")
+    if not (dataset and checkpoint):
+        if not dataset and not checkpoint and not demo_allowed:
+            raise ConfigError(_nothing_configured(demo_allowed))
+        demo_dir = data_dir(cfg) / "demo"
+        paths = demo_paths(demo_dir)
+        named, missing = ("dataset", "checkpoint") if dataset else ("checkpoint", "dataset")
+        given = dataset or checkpoint
+        if given and not (demo_allowed and _same_path(given, getattr(paths, "dataset_root" if dataset else named))):
+            raise ConfigError(
+                f"the run names a {named} ({given}) but no {missing}: give the {missing} too "
+                f"({'checkpoint / TEST.WEIGHT' if missing == 'checkpoint' else 'dataset_root / DATASETS.ROOT_DIR'}). "
+                "The demo checkpoint and the synthetic dataset are only ever used together, for a demo run"
+                + ("" if demo_allowed else " (and this deployment does not allow demo runs: VALIDATION.DEMO)")
+            )
+        ensure_demo_data(demo_dir)
+        dataset, checkpoint = dataset or paths.dataset_root, checkpoint or paths.checkpoint
+    kind = "demo" if is_demo_dataset(dataset) or is_demo_checkpoint(checkpoint) else "configured"
+    return dataset, checkpoint, kind
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+
+
+def _prepare(
+    cfg: Any,
+    *,
+    demo_allowed: bool,
+    trust: bool,
+    db_url: str,
+    notes: str,
+    reference_explicit: bool,
+    identity: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Resolve dataset and checkpoint, check the inputs, create the run directory and record the run as
+    'running'. Returns the run context; ``opts`` hold the whole resolved config (later tasks on other
+    workers rebuild exactly this config from it)."""
+    from .results import collect_environment
+
+    dataset_root, checkpoint, run_kind = resolve_inputs(cfg, demo_allowed)
+    cfg = load_config(
+        None, [*as_opts(overrides(cfg)), "DATASETS.ROOT_DIR", repr(dataset_root), "TEST.WEIGHT", repr(checkpoint)]
+    )
+    _check_inputs(cfg, dataset_root)
+    run_key = identity.get("run_key") or local_run_key()
     root = artifacts_root(cfg)
     run_dir = (root / safe_name(run_key)).resolve()
-    db_url = params.get("db_url") or cfg.VALIDATION.RESULTS_DB_URL or ""
     ctx = {
+        **dict(identity),
         "run_key": run_key,
-        "trigger": trigger,
-        "dag_id": dag_id,
-        "run_id": run_id,
-        "airflow_url": airflow_url,
-        "config_file": config_file,
-        "opts": opts,
-        "checkpoint": str(cfg.TEST.WEIGHT),
-        "trust_checkpoint": bool(params.get("trust_checkpoint", False)),
-        "dataset_root": str(dataset_root),
-        "demo": demo,
+        "config_file": "",
+        "opts": as_opts(overrides(cfg)),
+        "checkpoint": checkpoint,
+        "trust_checkpoint": trust,
+        "dataset_root": dataset_root,
+        "run_kind": run_kind,
         "targets": list(cfg.VALIDATION.TARGETS),
         "batch_sizes": [int(b) for b in cfg.VALIDATION.BATCH_SIZES],
         "precisions": list(cfg.VALIDATION.PRECISIONS),
         "run_dir": str(run_dir),
         "cache_dir": str((root / "cache" / safe_name(str(Path(dataset_root).resolve()))[-80:]).resolve()),
         "db_url": db_url,
-        "notes": str(params.get("notes") or ""),
-        "reference_explicit": any(_references_given(params).values()),
+        "notes": notes,
+        "reference_explicit": reference_explicit,
         "started_at": datetime.now(UTC).isoformat(),
     }
     root.mkdir(parents=True, exist_ok=True)
@@ -182,7 +279,7 @@ def prepare_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "context.json", ctx)
     _store(ctx).start_run(_run_info(ctx, environment=collect_environment()))
-    log.info("run %s: dir %s, dataset %s, checkpoint %s", run_key, run_dir, dataset_root, cfg.TEST.WEIGHT)
+    log.info("run %s (%s): dir %s, dataset %s, checkpoint %s", run_key, run_kind, run_dir, dataset_root, checkpoint)
     return ctx
 
 

@@ -7,6 +7,8 @@ SQLite database. Arguments:
     --conf JSON            run_conf of a run (repeatable: the runs happen in order)
     --record-again N       after the first run, call the record step N more times with that run's XComs
                            (what a retried record_results task does) and report the row counts
+    --attack JSON          conf of a trigger that must be refused (repeatable): reports the Params error or
+                           the run's task states, and the files under $REID_DATA_DIR before and after
 """
 
 from __future__ import annotations
@@ -75,9 +77,28 @@ def record_again(run_id: str, times: int) -> dict:
     return {"before": before, "after": _counts(ctx.get("db_url") or None), "returned": returned}
 
 
+def _files(root: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
+
+
+def attack(dag, conf: dict) -> dict:
+    """One trigger that must be refused: the Params error, or the run's task states; files written meanwhile."""
+    data = os.environ["REID_DATA_DIR"]
+    before = _files(data)
+    result: dict = {"conf": conf}
+    try:
+        dr = dag.test(run_conf=conf)
+        result.update(state=str(dr.state), tis=_tis(dr))
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    result["written"] = sorted(set(_files(data)) - set(before))
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--conf", action="append", required=True)
+    parser.add_argument("--conf", action="append", default=[])
+    parser.add_argument("--attack", action="append", default=[])
     parser.add_argument("--bad-conf")
     parser.add_argument("--record-again", type=int, default=0)
     args = parser.parse_args()
@@ -93,6 +114,7 @@ def main() -> int:
             out["bad_conf_error"] = None
         except Exception as exc:
             out["bad_conf_error"] = f"{type(exc).__name__}: {exc}"
+    out["attacks"] = [attack(dag, json.loads(conf)) for conf in args.attack]
     for i, conf in enumerate(args.conf):
         dr = dag.test(run_conf=json.loads(conf))
         status = _status(f"{DAG_ID}/{dr.run_id}")  # the results DB's view right after the run

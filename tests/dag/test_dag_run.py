@@ -17,12 +17,13 @@ from .conftest import airflow_env, last_json, run_py
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 RUNNER = __import__("pathlib").Path(__file__).with_name("dag_test_runner.py")
-FAST = [
-    "VALIDATION.BENCH.WARMUP 1",
-    "VALIDATION.BENCH.REPEATS 1",
-    "VALIDATION.BENCH.PURE_BATCHES 2",
-    "VALIDATION.PARITY.SAMPLE 32",
-]
+#: deployment settings of the test (a trigger may not set them): fast benchmarks, the test data allowed
+FAST_DEPLOYMENT = """
+VALIDATION:
+  ALLOWED_ROOTS: ['{root}']
+  BENCH: {{WARMUP: 1, PURE_BATCHES: 2}}
+  PARITY: {{SAMPLE: 32}}
+"""
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -44,10 +45,12 @@ def dag_runs(airflow_home, tmp_path_factory, synthetic_market, demo_checkpoint):
     server = HTTPServer(("127.0.0.1", 0), hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     db = tmp / "results.sqlite"
+    (tmp / "deployment.yml").write_text(FAST_DEPLOYMENT.format(root=synthetic_market.parent))
     env = airflow_env(
         airflow_home,
         REID_DATA_DIR=str(tmp / "data"),
         REID_RESULTS_DB_URL=f"sqlite:///{db}",
+        REID_CONFIG_FILE=str(tmp / "deployment.yml"),
         AIRFLOW_CONN_REID_ALERTS_WEBHOOK=json.dumps(
             {"conn_type": "http", "host": f"http://127.0.0.1:{server.server_port}/reid-alerts"}
         ),
@@ -57,7 +60,7 @@ def dag_runs(airflow_home, tmp_path_factory, synthetic_market, demo_checkpoint):
         "batch_sizes": [1, 2],
         "dataset_root": str(synthetic_market),
         "checkpoint": str(demo_checkpoint),
-        "config_overrides": FAST,
+        "config_overrides": "VALIDATION.BENCH.REPEATS 1\n",  # a run setting, as the form's text
     }
     clean = dict(base)  # demo checkpoint: the published reference accuracy does not apply
     regressed = dict(base, reference_rank1=94.5, reference_map=85.9)  # explicit: the demo weights fall short
