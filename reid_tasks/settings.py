@@ -218,15 +218,16 @@ def check_run_values(cfg: Any, deployment: Any) -> None:
     from .config import select
 
     problems = []
-    soc = cfg.VALIDATION.ASCEND.SOC_VERSION
-    if soc not in SOC_VERSIONS:
-        problems.append(f"VALIDATION.ASCEND.SOC_VERSION {soc!r} is not one of {list(SOC_VERSIONS)}")
-    allowed_devices = [int(d) for d in deployment.VALIDATION.ASCEND.DEVICE_IDS]
-    devices = [int(d) for d in cfg.VALIDATION.ASCEND.DEVICE_IDS]
-    if not devices or any(d not in allowed_devices for d in devices) or len(set(devices)) != len(devices):
-        problems.append(
-            f"VALIDATION.ASCEND.DEVICE_IDS {devices} must be distinct ids among the deployment's {allowed_devices}"
-        )
+    if "ASCEND" in cfg.VALIDATION:  # the Ascend target's config node (present when that target is installed)
+        soc = cfg.VALIDATION.ASCEND.SOC_VERSION
+        if soc not in SOC_VERSIONS:
+            problems.append(f"VALIDATION.ASCEND.SOC_VERSION {soc!r} is not one of {list(SOC_VERSIONS)}")
+        allowed_devices = [int(d) for d in deployment.VALIDATION.ASCEND.DEVICE_IDS]
+        devices = [int(d) for d in cfg.VALIDATION.ASCEND.DEVICE_IDS]
+        if not devices or any(d not in allowed_devices for d in devices) or len(set(devices)) != len(devices):
+            problems.append(
+                f"VALIDATION.ASCEND.DEVICE_IDS {devices} must be distinct ids among the deployment's {allowed_devices}"
+            )
     for key in ("VALIDATION.REFERENCE.RANK1", "VALIDATION.REFERENCE.MAP"):
         value = float(select(cfg, key))
         if not (math.isfinite(value) and 0.0 <= value <= 100.0):

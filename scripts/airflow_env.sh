@@ -15,6 +15,9 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CON
 export PYTHONPATH="$REID_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # Data (synthetic set, caches, artifacts, SQLite results) stays inside the checkout unless configured.
 export REID_DATA_DIR="${REID_DATA_DIR:-$REID_ROOT/.data}"
+# Deployment settings read by the tasks on the worker (reid_tasks/settings.py): demo runs allowed, demo-sized
+# benchmarks. A deployment sets its own file (and/or the Airflow Variable reid_deployment_config).
+export REID_CONFIG_FILE="${REID_CONFIG_FILE:-$REID_ROOT/reid_tasks/configs/demo_deployment.yml}"
 VENV_BIN="${VENV_BIN:-$REID_ROOT/.venv/bin}"
 export PATH="$VENV_BIN:$PATH"
 mkdir -p "$AIRFLOW_HOME" "$AIRFLOW__CORE__PLUGINS_FOLDER" "$REID_DATA_DIR"

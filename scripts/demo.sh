@@ -2,7 +2,8 @@
 # `make demo`: the DAG end to end with `airflow dags test`, twice, then the results table.
 # Synthetic Market-1501 + demo checkpoint unless REID_DATASET_ROOT / REID_CHECKPOINT are set.
 # Env: REID_DEMO_RUNS (default 2), REID_DEMO_TARGETS (JSON list, default ["onnxruntime"]),
-#      REID_DEMO_BATCH_SIZES (JSON list, default [1, 16]), REID_DEMO_OVERRIDES (JSON list of "KEY VALUE").
+#      REID_DEMO_BATCH_SIZES (JSON list, default [1, 16]), REID_DEMO_OVERRIDES (JSON list of "KEY VALUE" run
+#      settings). Deployment settings (demo allowed, benchmark sizes): $REID_CONFIG_FILE, see airflow_env.sh.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/airflow_env.sh
@@ -12,21 +13,25 @@ test -x "$VENV_BIN/python" || { echo "no virtualenv at $VENV_BIN (make venv)" >&
 start=$(date +%s)
 "$HERE/setup_airflow.sh"
 
+# A dataset / checkpoint of your own must lie under the allowed roots (deployment setting): allow their folders.
+roots="$REID_DATA_DIR"
+for p in "${REID_DATASET_ROOT:-}" "${REID_CHECKPOINT:-}"; do
+  if [ -n "$p" ]; then roots="$roots:$(dirname "$(realpath "$p")")"; fi
+done
+export REID_ALLOWED_ROOTS="${REID_ALLOWED_ROOTS:-$roots}"
+
 conf=$(python - <<'PY'
 import json, os
 conf = {
     "targets": json.loads(os.environ.get("REID_DEMO_TARGETS") or '["onnxruntime"]'),
     "batch_sizes": json.loads(os.environ.get("REID_DEMO_BATCH_SIZES") or "[1, 16]"),
-    "dataset_root": os.environ.get("REID_DATASET_ROOT", ""),
-    "checkpoint": os.environ.get("REID_CHECKPOINT", ""),
+    "dataset_root": os.environ.get("REID_DATASET_ROOT") or None,
+    "checkpoint": os.environ.get("REID_CHECKPOINT") or None,
 }
-if not conf["dataset_root"]:
-    # Demo timing on the synthetic set: fewer timed repetitions, pure-inference batches and parity images than a
-    # nightly run (VALIDATION.BENCH defaults). REID_DEMO_OVERRIDES='[]' restores the defaults.
-    conf["config_overrides"] = json.loads(
-        os.environ.get("REID_DEMO_OVERRIDES")
-        or '["VALIDATION.BENCH.REPEATS 2", "VALIDATION.BENCH.PURE_BATCHES 4", "VALIDATION.PARITY.SAMPLE 64"]'
-    )
+# Run settings only (reid_tasks/settings.py RUN_SETTABLE_KEYS); the demo's benchmark sizes are deployment
+# settings in $REID_CONFIG_FILE (reid_tasks/configs/demo_deployment.yml by default).
+if os.environ.get("REID_DEMO_OVERRIDES"):
+    conf["config_overrides"] = json.loads(os.environ["REID_DEMO_OVERRIDES"])
 print(json.dumps(conf))
 PY
 )

@@ -1,4 +1,4 @@
-"""The /reid results UI and API (FastAPI app, Jinja2 templates, static CSS/JS), free of Airflow imports."""
+"""The /reid results UI and API (FastAPI app, Jinja2 templates, static CSS/JS) behind Airflow's own security."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The FastAPI app Airflow mounts at ``/reid``: results table, trend charts, alerts, JSON/CSV API.
 
-``create_app()`` needs no Airflow import (tests build it with a real auth manager, see tests/plugin);
-``plugins/reid_results.py`` wires it into Airflow's plugin system.
+``create_app()`` attaches Airflow's own security dependencies to the whole app (see ``auth``; tests build it
+with a real auth manager, see tests/plugin); ``plugins/reid_results.py`` wires it into Airflow's plugin system.
 """
 
 import logging
@@ -12,6 +12,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -20,7 +21,7 @@ from reid_tasks.errors import ResultsError, ResultsNotFound
 from reid_tasks.results import ResultsStore, resolve_url
 
 from . import queries
-from .auth import AirflowAuth, AuthBackend, LoginRequired, NotAuthenticated, Principal, authenticate, check_csrf
+from .auth import AirflowAuth, AuthBackend, Principal, app_dependencies, check_csrf, principal_dependency
 from .filters import (
     DEFAULT_LIMIT,
     MAX_BATCH,
@@ -112,8 +113,10 @@ def create_app(
         title="ReID validation",
         description="Results history of the reid-validate DAG: performance, accuracy, regression alerts.",
         lifespan=lifespan,
+        openapi_url=None,  # schema and docs are not served
         docs_url=None,
         redoc_url=None,
+        dependencies=app_dependencies(),  # Airflow's authentication + UI view, on every route
     )
     app.state.auth = auth if auth is not None else AirflowAuth()
     app.state.store = holder
@@ -121,17 +124,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     # ------------------------------------------------------------------ dependencies
-    async def api_principal(request: Request) -> Principal:
-        try:
-            return await authenticate(request, request.app.state.auth)
-        except NotAuthenticated as exc:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
-
-    async def page_principal(request: Request) -> Principal:
-        try:
-            return await authenticate(request, request.app.state.auth)
-        except NotAuthenticated as exc:
-            raise LoginRequired(request.app.state.auth.login_url(str(request.url))) from exc
+    current_principal = principal_dependency()
 
     def store() -> ResultsStore:
         try:
@@ -139,13 +132,27 @@ def create_app(
         except ResultsError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"results database unavailable: {exc}") from exc
 
-    ApiUser = Annotated[Principal, Depends(api_principal)]
-    PageUser = Annotated[Principal, Depends(page_principal)]
+    ApiUser = Annotated[Principal, Depends(current_principal)]
+    PageUser = ApiUser
     Store = Annotated[ResultsStore, Depends(store)]
 
-    @app.exception_handler(LoginRequired)
-    async def _login(_request: Request, exc: LoginRequired) -> Response:
-        return RedirectResponse(exc.login_url, status_code=status.HTTP_302_FOUND)
+    @app.exception_handler(HTTPException)
+    async def _unauthenticated_page(request: Request, exc: HTTPException) -> Response:
+        """A page asked without a valid login goes to the auth manager's login page; the API answers 401."""
+        api = request.url.path.startswith(f"{request.scope.get('root_path', '')}/api/")
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED and request.method == "GET" and not api:
+            login = request.app.state.auth.login_url(str(request.url))
+            return RedirectResponse(login, status_code=status.HTTP_302_FOUND)
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED and not exc.headers:
+            exc = HTTPException(exc.status_code, exc.detail, headers={"WWW-Authenticate": "Bearer"})
+        return await http_exception_handler(request, exc)
+
+    @app.middleware("http")
+    async def _no_store(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        if not request.url.path.startswith(f"{request.scope.get('root_path', '')}/static/"):
+            response.headers["Cache-Control"] = "no-store"  # results are per-user data: keep them out of caches
+        return response
 
     @app.exception_handler(FilterError)
     async def _bad_filter(_request: Request, exc: FilterError) -> Response:

@@ -1,17 +1,18 @@
-"""Authentication and authorisation of the /reid pages and API, through Airflow's auth manager.
+"""Authentication and authorisation of the /reid pages and API: Airflow's own FastAPI security dependencies.
 
-The JWT comes from the ``Authorization: Bearer`` header or, for the browser, from the ``_token`` cookie
-the Airflow UI sets at login; nothing else (query strings, ``request.state``) is trusted. The token is
-validated by the configured auth manager (``get_user_from_token``: signature, expiry, revocation).
+``create_app`` attaches :func:`app_dependencies` to the whole app, so no route escapes them:
 
-- read (every page and GET endpoint): an authenticated user allowed to see the Airflow UI
-  (``is_authorized_view(AccessView.WEBSITE)``);
-- acknowledge an alert: a user who may edit runs of the alert's DAG
-  (``is_authorized_dag(method="PUT", access_entity=DagAccessEntity.RUN)``);
-- a cookie-authenticated POST must carry ``X-Requested-With: XMLHttpRequest`` (a cross-site form
-  cannot set it), so the ack endpoint cannot be driven by CSRF.
-
-Unauthenticated: 401 for the API, a redirect to the auth manager's login page for HTML pages.
+- every route needs a user allowed to see the Airflow UI: ``requires_access_view(AccessView.WEBSITE)`` from
+  ``airflow.api_fastapi.core_api.security``, the dependency Airflow's core API uses. It takes the JWT from
+  ``Authorization: Bearer`` (preferred) or the UI's ``_token`` cookie and has the configured auth manager
+  validate it (signature, expiry, revocation); a user set on ``request.state`` by other middleware is not
+  trusted. No token or an expired one: 401; an invalid token or a user without the view: 403. HTML pages
+  answer 401 with a redirect to the auth manager's login page instead.
+- acknowledging an alert needs permission to edit runs of the alert's DAG (the auth manager's
+  ``is_authorized_dag(method="PUT", access_entity=DagAccessEntity.RUN)``, what ``requires_access_dag`` checks),
+  and a cookie-authenticated POST must carry ``X-Requested-With: XMLHttpRequest`` (a cross-site form cannot set
+  it), so the ack endpoint cannot be driven by CSRF.
+- the OpenAPI schema and docs are not served; data responses carry ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -20,33 +21,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
 
 log = logging.getLogger(__name__)
 
-COOKIE_NAME = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
 CSRF_HEADER = "X-Requested-With"
 CSRF_VALUE = "XMLHttpRequest"
 
 
-class NotAuthenticated(Exception):
-    """No token, or a token the auth manager rejects."""
-
-
-class LoginRequired(Exception):
-    """An HTML page was requested without a valid token: redirect to ``login_url``."""
-
-    def __init__(self, login_url: str) -> None:
-        super().__init__(login_url)
-        self.login_url = login_url
-
-
 class AuthBackend(Protocol):
-    """What the app needs from an auth manager (``AirflowAuth`` in production and in tests)."""
-
-    async def user_from_token(self, token: str) -> Any: ...
-
-    def may_read(self, user: Any) -> bool: ...
+    """What the app asks the auth manager beyond authentication (``AirflowAuth``)."""
 
     def may_edit_runs(self, user: Any, dag_id: str | None) -> bool: ...
 
@@ -61,19 +45,6 @@ class AirflowAuth:
         from airflow.api_fastapi.app import get_auth_manager
 
         return get_auth_manager()
-
-    async def user_from_token(self, token: str) -> Any:
-        from jwt import InvalidTokenError
-
-        try:
-            return await self._manager().get_user_from_token(token)
-        except InvalidTokenError as exc:  # ExpiredSignatureError is a subclass
-            raise NotAuthenticated(f"invalid token: {exc}") from exc
-
-    def may_read(self, user: Any) -> bool:
-        from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-
-        return bool(self._manager().is_authorized_view(access_view=AccessView.WEBSITE, user=user))
 
     def may_edit_runs(self, user: Any, dag_id: str | None) -> bool:
         from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
@@ -109,29 +80,27 @@ class Principal:
         return "unknown"
 
 
-def request_token(request: Request) -> tuple[str, str] | None:
-    """(token, "bearer"|"cookie") from the Authorization header (preferred) or the ``_token`` cookie."""
-    header = request.headers.get("authorization", "")
-    if header:
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip():
-            return credentials.strip(), "bearer"
-    cookie = request.cookies.get(COOKIE_NAME)
-    if cookie:
-        return cookie, "cookie"
-    return None
+def app_dependencies() -> list[Any]:
+    """Airflow's core-API security dependency for the whole app: an authenticated user with the UI view."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import requires_access_view
+
+    return [Depends(requires_access_view(AccessView.WEBSITE))]
 
 
-async def authenticate(request: Request, backend: AuthBackend) -> Principal:
-    """The caller, or ``NotAuthenticated``; 403 when authenticated but not allowed to read."""
-    found = request_token(request)
-    if found is None:
-        raise NotAuthenticated("no token: send 'Authorization: Bearer <JWT>' or log in to Airflow")
-    token, via = found
-    user = await backend.user_from_token(token)
-    if not backend.may_read(user):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this user may not view the Airflow UI")
-    return Principal(user=user, via=via)
+def principal_dependency() -> Any:
+    """A dependency giving the route its ``Principal``; it shares Airflow's ``get_user`` with the app-level
+    check (FastAPI resolves it once per request)."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    async def principal(request: Request, user: Any = Depends(get_user)) -> Principal:  # noqa: B008
+        from fastapi.security.utils import get_authorization_scheme_param
+
+        scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
+        bearer = scheme.lower() == "bearer" and bool(credentials)  # as HTTPBearer, which get_user prefers
+        return Principal(user=user, via="bearer" if bearer else "cookie")
+
+    return principal
 
 
 def check_csrf(request: Request, principal: Principal) -> None:

@@ -122,6 +122,7 @@ def test_dag_offers_schedules_and_runs_the_plugin_target(
             airflow_home,
             REID_DATA_DIR=str(tmp_path / "data"),
             REID_RESULTS_DB_URL=f"sqlite:///{tmp_path / 'results.sqlite'}",
+            REID_ALLOWED_ROOTS=str(synthetic_market.parent),  # the test data, outside the data dir
         ),
     )
     conf = {

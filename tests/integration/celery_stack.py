@@ -64,6 +64,7 @@ class CeleryStack:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     created_dbs: list[str] = field(default_factory=list)
     redis_db: int | None = None
+    allowed_roots: tuple[str, ...] = ()  # besides the data dir: where the test's dataset and checkpoint live
 
     def __post_init__(self) -> None:
         self.home = self.tmp / "airflow"
@@ -83,6 +84,8 @@ class CeleryStack:
                     "VALIDATION": {
                         "ASCEND": {"HOSTS": hosts, "DEVICE_IDS": FLEET_DEVICES, "LEASE_DIR": str(self.leases)},
                         "BENCH": FAST_BENCH,
+                        # paths a trigger may name: the data dir and the test's data (deployment setting)
+                        "ALLOWED_ROOTS": [str(self.data), *self.allowed_roots],
                     }
                 }
             )

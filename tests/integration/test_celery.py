@@ -41,11 +41,11 @@ def _services_up() -> str | None:
 
 
 @pytest.fixture
-def stack(tmp_path: Path):
+def stack(tmp_path: Path, synthetic_market: Path):
     reason = _services_up()
     if reason:
         pytest.skip(f"PostgreSQL/Redis on 127.0.0.1 not reachable: {reason}")
-    s = CeleryStack(tmp_path)
+    s = CeleryStack(tmp_path, allowed_roots=(str(synthetic_market.parent),))
     ok = False
     try:
         s.start()
@@ -84,9 +84,6 @@ def test_celery_run_routes_tasks_to_their_workers(stack: CeleryStack, synthetic_
         "precisions": ["fp32"],
         "dataset_root": str(synthetic_market),
         "checkpoint": str(demo_checkpoint),
-        # the stack's deployment config (fleet, fast benchmark settings) as the run's config file too, while
-        # the worker-side cfg of a run is built from the run's settings only
-        "config_file": str(stack.deployment),
         "notes": "celery integration test",
     }
     stack.airflow("dags", "trigger", "reid_validation", "--run-id", run_id, "--conf", json.dumps(conf))

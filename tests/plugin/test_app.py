@@ -59,9 +59,10 @@ def _forged(secret: str, **claims) -> str:
 
 
 def test_token_signed_with_another_secret_is_rejected(client):
+    # Airflow's core-API security: an invalid token is 403, a missing or expired one 401
     r = client.get("/reid/api/results", headers=bearer(_forged("not-the-secret-" + "0" * 64)))
-    assert r.status_code == 401
-    assert "invalid token" in r.json()["detail"]
+    assert r.status_code == 403
+    assert "Invalid JWT token" in r.json()["detail"]
 
 
 def test_expired_token_is_rejected(client, auth_manager):
@@ -78,7 +79,7 @@ def test_unsigned_token_is_rejected(client):
     header = jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode()
     payload = jwt.utils.base64url_encode(b'{"sub":"admin","role":"admin"}').decode()
     r = client.get("/reid/api/results", headers=bearer(f"{header}.{payload}."))
-    assert r.status_code == 401
+    assert r.status_code == 403
 
 
 def test_token_is_not_accepted_in_the_query_string(client, tokens):
@@ -116,7 +117,7 @@ def test_bearer_and_cookie_tokens_both_authenticate(client, tokens):
 
 def test_bearer_wins_over_cookie(client, tokens):
     client.cookies.set("_token", tokens["viewer"])
-    assert client.get("/reid/api/results", headers=bearer("garbage")).status_code == 401
+    assert client.get("/reid/api/results", headers=bearer("garbage")).status_code == 403
 
 
 # ---------------------------------------------------------------------------------------------- results
