@@ -44,6 +44,7 @@ SECRETS = {
     "AIRFLOW_API_SECRET_KEY": "api",
     "AIRFLOW_ADMIN_PASSWORD": "admin-pw",
 }
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 
 
 def _hadolint() -> str:
@@ -120,12 +121,39 @@ def test_dockerignore_keeps_the_virtualenv_out():
             assert not dockerignore_allows(ignore, path), (ignore.name, path)
 
 
-def test_dockerfile_installs_from_the_lock_without_changing_airflow():
-    text = (DOCKER / "Dockerfile").read_text(encoding="utf-8")
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_installs_from_the_lock_without_changing_airflow(dockerfile: Path):
+    text = dockerfile.read_text(encoding="utf-8")
     assert "requirements.lock" in text
     assert re.search(r"pip freeze \| grep -iE '\^apache-airflow' > \S*constraints", text)
-    assert re.search(r"pip install .*-c \S*airflow-constraints\.txt", text)
+    assert re.search(r"pip install (?:[^\n]|\\\n)*-c \S*airflow-constraints\.txt", text)  # continued lines too
     assert "pip install --no-deps" in text
+    # the FAB provider (the compose file's auth manager) comes at the lock's version, and is importable
+    assert "/^apache-airflow-providers-fab==/Id" in text and "grep -iE '^apache-airflow-providers-fab=='" in text
+    assert 'python -c "import airflow.providers.fab.auth_manager.fab_auth_manager"' in text
+
+
+def test_production_auth_manager_with_admin_from_secrets(compose: dict, compose_raw: dict, lock: dict[str, str]):
+    """FAB auth manager (pinned in the lock, importable here) in every Airflow container; no SimpleAuthManager,
+    no default password; airflow-init creates the admin from the environment's secrets."""
+    import importlib
+
+    assert lock["apache-airflow-providers-fab"]
+    module, _, cls = FAB_AUTH_MANAGER.rpartition(".")
+    assert getattr(importlib.import_module(module), cls)
+    for name, svc in _services(compose).items():
+        env = svc["environment"]
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER, name
+        assert not [k for k in env if "SIMPLE_AUTH_MANAGER" in k], name
+        if name != "airflow-init":
+            assert not [k for k in env if k.startswith("AIRFLOW_ADMIN_")], f"{name} sees the admin's secrets"
+    init_env = compose_raw["services"]["airflow-init"]["environment"]
+    for key in ("AIRFLOW_ADMIN_USERNAME", "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_ADMIN_EMAIL"):
+        assert init_env[key] == f"${{{key}:?set {key} in docker/.env}}", key  # required, no default
+    assert read_env_file(ENV_EXAMPLE)["AIRFLOW_ADMIN_PASSWORD"] == ""
+    script = (DOCKER / "airflow-init.sh").read_text(encoding="utf-8")
+    assert 'airflow users create --username "$AIRFLOW_ADMIN_USERNAME" --password "$AIRFLOW_ADMIN_PASSWORD"' in script
+    assert "--role Admin" in script and "airflow users reset-password" in script
 
 
 def test_ascend_worker_image_serves_the_ascend_queue_with_cann_from_the_host():
@@ -220,6 +248,8 @@ def test_all_airflow_containers_share_secrets_urls_and_artifacts(compose: dict):
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
         "REID_RESULTS_DB_URL",
         "REID_ARTIFACTS_ROOT",
+        "REID_CONFIG_FILE",
+        "AIRFLOW__CORE__AUTH_MANAGER",
     ):
         values = {name: svc["environment"].get(key) for name, svc in svcs.items()}
         assert len(set(values.values())) == 1 and None not in values.values(), (key, values)
@@ -316,6 +346,7 @@ def cli_findings(compose: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+        AIRFLOW__CORE__AUTH_MANAGER=FAB_AUTH_MANAGER,  # its CLI (`airflow users ...`) is what airflow-init uses
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
     )
@@ -337,6 +368,7 @@ def test_airflow_commands_exist_in_the_installed_airflow(cli_findings: dict):
     assert not bad, bad
     for expected in (
         "db migrate",
+        "users reset-password --username $AIRFLOW_ADMIN_USERNAME --password $AIRFLOW_ADMIN_PASSWORD",
         "api-server --port 8080",
         "scheduler",
         "dag-processor",
