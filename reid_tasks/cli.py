@@ -96,8 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the whole validation in-process: export, preprocess, infer, evaluate, record")
     _add_config_args(p)
-    p.add_argument("--dataset-root", default="", help="Market-1501 root (default: the synthetic demo set)")
-    p.add_argument("--weights", default="", help="checkpoint (.pth); default TEST.WEIGHT or the demo checkpoint")
+    p.add_argument(
+        "--dataset-root",
+        default="",
+        help="Market-1501 root (default DATASETS.ROOT_DIR; with no checkpoint either: the synthetic demo set)",
+    )
+    p.add_argument(
+        "--weights",
+        default="",
+        help="checkpoint (.pth); default TEST.WEIGHT (the demo checkpoint only beside the demo dataset)",
+    )
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default VALIDATION.BATCH_SIZES (1 16)")
     p.add_argument("--targets", nargs="+", default=None, help="default VALIDATION.TARGETS (onnxruntime)")
     p.add_argument("--precisions", nargs="+", default=None, help="default VALIDATION.PRECISIONS (fp32)")

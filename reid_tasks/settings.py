@@ -374,7 +374,7 @@ def trigger_pairs(params: Mapping[str, Any], deployment: Any) -> list[tuple[str,
         pairs.append(("TEST.WEIGHT", params["checkpoint"]))
     if params.get("dataset_root"):
         pairs.append(("DATASETS.ROOT_DIR", params["dataset_root"]))
-    for name, key in _FORM_KEYS.items():
+    for name, key in FORM_KEYS.items():
         value = params.get(name)
         if value not in (None, "", []):
             pairs.append((key, list(value) if isinstance(value, tuple) else value))
@@ -388,7 +388,7 @@ def trigger_pairs(params: Mapping[str, Any], deployment: Any) -> list[tuple[str,
 
 
 #: form params -> config keys (checkpoint / dataset_root are paths, handled apart)
-_FORM_KEYS = {
+FORM_KEYS = {
     "targets": "VALIDATION.TARGETS",
     "batch_sizes": "VALIDATION.BATCH_SIZES",
     "precisions": "VALIDATION.PRECISIONS",

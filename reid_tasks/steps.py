@@ -33,20 +33,14 @@ import numpy as np
 from .config import artifacts_root, as_opts, data_dir, load_config, overrides
 from .errors import ConfigError, ReidError
 from .retention import mark_finished, record_storage, registering
-from .settings import flat, parse_overrides
+from .settings import FORM_KEYS, flat, parse_overrides
 from .utils import atomic_save_npy, atomic_write_json, file_digest, log
 
 #: CLI params -> config keys (a local user's run: any key)
 _PARAM_KEYS = {
     "checkpoint": "TEST.WEIGHT",
     "dataset_root": "DATASETS.ROOT_DIR",
-    "targets": "VALIDATION.TARGETS",
-    "batch_sizes": "VALIDATION.BATCH_SIZES",
-    "precisions": "VALIDATION.PRECISIONS",
-    "soc_version": "VALIDATION.ASCEND.SOC_VERSION",
-    "device_ids": "VALIDATION.ASCEND.DEVICE_IDS",
-    "reference_rank1": "VALIDATION.REFERENCE.RANK1",
-    "reference_map": "VALIDATION.REFERENCE.MAP",
+    **FORM_KEYS,
     "results_db_url": "VALIDATION.RESULTS_DB_URL",
     "artifacts_root": "VALIDATION.ARTIFACTS_ROOT",
     "data_dir": "VALIDATION.DATA_DIR",
