@@ -69,6 +69,9 @@ RUN_SETTABLE_KEYS: dict[str, str] = {
     "OUTPUT_DIR": "training only (reid-strong-baseline)",
 }
 
+#: Deployment settings that may hold credentials: never stored with a run's recorded configuration.
+SECRET_KEYS = ("VALIDATION.RESULTS_DB_URL",)
+
 #: Config keys holding a path a trigger may name; confined to the allowed roots.
 PATH_KEYS = ("TEST.WEIGHT", "DATASETS.ROOT_DIR")
 

@@ -33,7 +33,7 @@ import numpy as np
 from .config import artifacts_root, as_opts, data_dir, load_config, overrides
 from .errors import ConfigError, ReidError
 from .retention import mark_finished, record_storage, registering
-from .settings import FORM_KEYS, flat, parse_overrides
+from .settings import FORM_KEYS, SECRET_KEYS, flat, parse_overrides
 from .utils import atomic_save_npy, atomic_write_json, file_digest, log
 
 #: CLI params -> config keys (a local user's run: any key)
@@ -114,7 +114,7 @@ def _run_info(ctx: Mapping[str, Any], **extra: Any) -> Any:
         dag_id=ctx.get("dag_id"),
         run_id=ctx.get("run_id"),
         started_at=ctx["started_at"],
-        config_overrides=overrides(cfg_of(ctx)),
+        config_overrides={k: v for k, v in overrides(cfg_of(ctx)).items() if k not in SECRET_KEYS},
         notes=ctx.get("notes", ""),
         airflow_url=ctx.get("airflow_url"),
         **extra,

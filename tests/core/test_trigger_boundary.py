@@ -195,15 +195,19 @@ def test_dataset_without_checkpoint_never_gets_the_demo_weights(deploy, syntheti
 
 
 def test_scheduled_run_validates_the_deployment_configuration(deploy, synthetic_market, demo_checkpoint):
+    data = deploy()
     deploy(
         f"TEST:\n  WEIGHT: '{demo_checkpoint}'\nDATASETS:\n  ROOT_DIR: '{synthetic_market}'\n"
-        "VALIDATION:\n  BATCH_SIZES: [2]\n  RULES:\n    PERF_Z: 6.0\n"
+        f"VALIDATION:\n  BATCH_SIZES: [2]\n  RULES:\n    PERF_Z: 6.0\n  RESULTS_DB_URL: 'sqlite:///{data}/r.sqlite'\n"
     )
     # a scheduled run ignores the params (they are the form's defaults) and runs what is configured
     ctx = steps.prepare_triggered_run({"batch_sizes": [1, 16], "notes": "x"}, scheduled=True, run_key="t/sched")
     assert ctx["batch_sizes"] == [2] and ctx["checkpoint"] == str(demo_checkpoint) and ctx["notes"] == ""
     assert steps.cfg_of(ctx).VALIDATION.RULES.PERF_Z == 6.0
     assert ctx["run_kind"] == "demo"  # synthetic data: never reported as a configured run
+    # the recorded configuration keeps the deployment's thresholds but never a database URL's credentials
+    recorded = steps._run_info(ctx).config_overrides
+    assert recorded["VALIDATION.RULES.PERF_Z"] == 6.0 and "VALIDATION.RESULTS_DB_URL" not in recorded
 
 
 def test_cli_keeps_every_override(deploy, synthetic_market, demo_checkpoint, tmp_path):
