@@ -15,12 +15,10 @@ from __future__ import annotations
 from .records import (
     AccuracyRow,
     AlertRecord,
+    FailureRow,
     PerfRow,
-    ResultRow,
     RunInfo,
     RunVerdict,
-    Series,
-    SeriesPoint,
     SeriesVerdict,
     collect_environment,
 )
@@ -28,12 +26,13 @@ from .rules import METRICS, RuleConfig
 from .series import series_key
 from .store import ResultsStore
 from .urls import normalize_url, resolve_url
-from .views import RunRecord
+from .views import ResultRow, RunRecord, Series, SeriesPoint
 
 __all__ = [
     "METRICS",
     "AccuracyRow",
     "AlertRecord",
+    "FailureRow",
     "PerfRow",
     "ResultRow",
     "ResultsStore",

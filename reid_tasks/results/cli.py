@@ -114,7 +114,9 @@ def register(subparsers: Any) -> None:
     _add_format(p)
     p.set_defaults(func=cmd_history)
 
-    p = subparsers.add_parser("check", help="exit 1 when a run has open alerts (for CI)")
+    p = subparsers.add_parser(
+        "check", help="exit 1 when a run has open alerts or failed artifacts (for CI); json: verdicts + baselines"
+    )
     _add_db(p)
     p.add_argument("--run", required=True, help="run key")
     _add_format(p)
@@ -185,6 +187,7 @@ def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, out: 
 RESULT_COLUMNS = (
     "run_key",
     "status",
+    "run_kind",
     "started_at",
     "target",
     "device_kind",
@@ -201,7 +204,11 @@ RESULT_COLUMNS = (
     "mAP",
     "mINP",
     "flagged",
+    "parity_passed",
+    "simulated",
     "open_alerts",
+    "failed_stage",
+    "failure_message",
 )
 ALERT_COLUMNS = (
     "id",
@@ -322,14 +329,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     with _open(args) as store:
         run = store.get_run(args.run)
         alerts = store.alerts(open_only=True, run_key=args.run)
+        failures = store.failures(args.run)
+        verdicts = store.verdicts(args.run)
     if args.format == "json":
-        json.dump({"run": run.to_dict(), "open_alerts": [a.to_dict() for a in alerts]}, sys.stdout, indent=2)
+        out = {
+            "run": run.to_dict(),
+            "open_alerts": [a.to_dict() for a in alerts],
+            "failures": [f.to_dict() for f in failures],
+            "verdicts": [v.to_dict() for v in verdicts],  # each with the run keys of its baseline
+        }
+        json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         for a in alerts:
             print(f"ALERT {a.id} [{a.rule}] {a.message}")
-        print(f"run {run.run_key}: status {run.status}, {len(alerts)} open alert(s)")
-    return 1 if alerts else 0
+        for f in failures:
+            print(f"FAILED {f.target}/bs{f.batch_size}/{f.precision} at {f.stage}: {f.message}")
+        kind = f" ({run.kind} run)" if run.kind else ""
+        print(f"run {run.run_key}{kind}: status {run.status}, {len(alerts)} open alert(s), {len(failures)} failure(s)")
+    return 1 if alerts or failures else 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:

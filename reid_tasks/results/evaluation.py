@@ -51,6 +51,8 @@ class Observation:
     ``trail``: the earlier points of good and regressed runs (what change-point detection reads), oldest first,
     with their contexts; ``baselines``: {metric: accepted baseline start} -- history and trail before it
     are ignored for that metric.
+    ``simulated``: numbers from test doubles (no reference rule). ``parity_passed`` / ``parity_detail``:
+    accuracy rows' parity gate.
     """
 
     series: Mapping[str, Any]
@@ -61,6 +63,9 @@ class Observation:
     trail: Sequence[Prior] = ()
     baselines: Mapping[str, Baseline] = dataclasses.field(default_factory=dict)
     run_key: str | None = None
+    simulated: bool = False
+    parity_passed: bool | None = None
+    parity_detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def base_key(self) -> str | None:
@@ -98,6 +103,16 @@ def _diff_fields(diff: Mapping[str, list[Any]]) -> str:
     return "; ".join(parts) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
 
 
+def _baseline_runs(check: rules.Check, obs: Observation) -> list[str]:
+    """The runs a verdict compared with, newest first: the change detector's, else a single-point history
+    rule's good history since the accepted baseline; none for reference and same-run rules."""
+    if check.baseline_runs:
+        return list(check.baseline_runs)
+    if not check.rule.endswith("_history") or not check.history:
+        return []
+    return [p.run_key for p in obs._since(check.metric, obs.history)]
+
+
 class _Verdicts:
     """Collects the verdicts and alerts of one evaluation, in the order the rules ran."""
 
@@ -114,8 +129,8 @@ class _Verdicts:
     ) -> None:
         """Record ``check`` on ``obs``'s series (or ``series``, for a same-run rule: no environment diff).
         ``trail``: the points a change-point check ran on (its change's environment diff is taken there)."""
-        same_run = series is not None
-        ser = dict(series if same_run else obs.series)
+        same_run = series is not None or check.rule == "parity"
+        ser = dict(series if series is not None else obs.series)
         key = series_key(ser)
         change = check.change
         if change is not None:
@@ -139,6 +154,7 @@ class _Verdicts:
                 regressed=check.regressed,
                 history=check.history,
                 message=message,
+                baseline_runs=_baseline_runs(check, obs),
             )
         )
         if check.regressed:
@@ -206,6 +222,7 @@ def _perf(out: _Verdicts, obs: Observation, cfg: RuleConfig) -> None:
     detector = perf_detector(cfg)
     done = {m for m in rules.PERF_RULE_METRICS if _change(out, obs, m, detector)}
     ref = cfg.reference_for(ser["target"], ser["device_kind"], ser["batch_size"], ser["precision"])
+    ref = None if obs.simulated else ref  # simulated numbers are never checked against a reference
     card = v.get("card_throughput")
     checks = []
     if "throughput" not in done:
@@ -231,11 +248,14 @@ def _accuracy(out: _Verdicts, obs: Observation, cfg: RuleConfig) -> None:
     detector = accuracy_detector(cfg)
     for metric in rules.ACCURACY_RULE_METRICS:
         observed = float(obs.values[metric])  # type: ignore[arg-type]
-        reference = cfg.reference_accuracy(metric)
+        reference = None if obs.simulated else cfg.reference_accuracy(metric)
         if reference is not None:
             out.add(rules.accuracy_reference_check(metric, observed, reference, cfg.ref_acc_tolerance), obs)
         if not _change(out, obs, metric, detector):
             out.add(rules.accuracy_history_check(metric, observed, obs.past(metric), cfg.history_acc_drop), obs)
+    artifact = "{target}/bs{batch_size}/{precision}".format(**obs.series)
+    for check in rules.parity_checks(artifact, obs.parity_passed, obs.parity_detail):
+        out.add(check, obs)
 
 
 def _batch_invariance(out: _Verdicts, accuracy: Sequence[Observation], cfg: RuleConfig) -> None:

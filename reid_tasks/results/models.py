@@ -1,5 +1,5 @@
 """SQLAlchemy 2 models of the results database (validation_runs, perf_results, accuracy_results, alerts,
-series_baselines).
+failures, series_baselines).
 
 Units: throughput in samples/s, latency in ms, accuracy (rank1, rank5, rank10, mAP, mINP) in **percent**
 (0..100). Timestamps are UTC, timezone-aware.
@@ -13,6 +13,11 @@ alert of a ``regressed`` run makes it ``success`` again (the new level is accept
 that "the last N points of one series" is one descending index range scan
 (``ix_perf_series`` / ``ix_accuracy_series``).
 
+Series identity: every perf / accuracy row carries what it measured (model sha256, dataset fingerprint,
+evaluation config; perf: the hardware it ran on and the target's tool versions), folded into ``identity_key``
+(``series.identity_key``); a baseline only uses rows of the same identity. Rows recorded before revision 0002
+have ``identity_key = 'unknown'`` and are never a baseline. ``simulated`` rows (test doubles) never are either.
+
 Changing this module needs a new Alembic revision in ``migrations/versions``.
 """
 
@@ -23,6 +28,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -34,6 +40,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -103,11 +110,15 @@ class ValidationRun(Base):
     config_overrides: Mapped[dict[str, Any]] = mapped_column(default=dict)
     environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
     notes: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str | None] = mapped_column(String(16))  # 'demo' | 'configured'; None: recorded before 0002
+    disk_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    verdicts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)  # the last evaluate_run's
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
     perf: Mapped[list[PerfResult]] = relationship(back_populates="run", passive_deletes=True)
     accuracy: Mapped[list[AccuracyResult]] = relationship(back_populates="run", passive_deletes=True)
     alerts: Mapped[list[Alert]] = relationship(back_populates="run", passive_deletes=True, foreign_keys="Alert.run_pk")
+    failures: Mapped[list[Failure]] = relationship(back_populates="run", passive_deletes=True)
 
 
 class PerfResult(Base):
@@ -118,7 +129,16 @@ class PerfResult(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "target", "device_kind", "batch_size", "precision", "mode", name="uq_perf_results"),
         CheckConstraint("mode IN ('real', 'pure')", name="mode"),
-        Index("ix_perf_series", "target", "device_kind", "batch_size", "precision", "mode", "run_started_at"),
+        Index(
+            "ix_perf_series",
+            "target",
+            "device_kind",
+            "batch_size",
+            "precision",
+            "mode",
+            "identity_key",
+            "run_started_at",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -143,6 +163,15 @@ class PerfResult(Base):
     warmup: Mapped[int]
     tool_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    dataset_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    neck_feat: Mapped[str | None] = mapped_column(String(16))
+    identity_key: Mapped[str] = mapped_column(String(64), server_default="unknown")
+    simulated: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    feat_norm: Mapped[bool | None] = mapped_column(Boolean)
+    hardware: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    hardware_key: Mapped[str | None] = mapped_column(String(64))
+    device_host: Mapped[str | None] = mapped_column(String(250))
     recorded_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
     run: Mapped[ValidationRun] = relationship(back_populates="perf")
@@ -158,7 +187,9 @@ class AccuracyResult(Base):
     __tablename__ = "accuracy_results"
     __table_args__ = (
         UniqueConstraint("run_id", "target", "batch_size", "precision", "re_ranking", name="uq_accuracy_results"),
-        Index("ix_accuracy_series", "target", "batch_size", "precision", "re_ranking", "run_started_at"),
+        Index(
+            "ix_accuracy_series", "target", "batch_size", "precision", "re_ranking", "identity_key", "run_started_at"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -181,6 +212,15 @@ class AccuracyResult(Base):
     parity_max_abs_diff: Mapped[float | None] = mapped_column(Float)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     flag_reason: Mapped[str | None] = mapped_column(Text)
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    dataset_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    neck_feat: Mapped[str | None] = mapped_column(String(16))
+    identity_key: Mapped[str] = mapped_column(String(64), server_default="unknown")
+    simulated: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    parity_passed: Mapped[bool | None] = mapped_column(Boolean)
+    parity_sample_size: Mapped[int | None]
+    parity_detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    calibration_fingerprint: Mapped[str | None] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
     run: Mapped[ValidationRun] = relationship(back_populates="accuracy")
@@ -246,3 +286,24 @@ class SeriesBaseline(Base):
     alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id", ondelete="SET NULL"))
     accepted_by: Mapped[str | None] = mapped_column(String(250))
     accepted_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Failure(Base):
+    """An artifact (target x batch x precision) of a run that did not finish: the stage it failed in, the error
+    and the tail of its log. Unique per (run, target, batch, precision); a retry that succeeds deletes it."""
+
+    __tablename__ = "failures"
+    __table_args__ = (UniqueConstraint("run_id", "target", "batch_size", "precision", name="uq_failures"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_pk: Mapped[int] = mapped_column("run_id", ForeignKey("validation_runs.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(64))
+    batch_size: Mapped[int]
+    precision: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    log_tail: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int]
+    recorded_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+    run: Mapped[ValidationRun] = relationship(back_populates="failures")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ResultsError
 from ..utils import atomic_path
-from .records import Series
+from .views import Series
 
 
 def plot_series(series: Series, out_path: str | os.PathLike[str], *, title: str | None = None) -> Path:

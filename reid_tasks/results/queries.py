@@ -20,10 +20,10 @@ from ..errors import ResultsError
 from .detect import DEFAULT as _DETECTOR
 from .detect import RobustChange
 from .evaluation import Baseline, Observation, Prior, accuracy_detector, perf_detector
-from .models import AccuracyResult, Alert, PerfResult, SeriesBaseline, ValidationRun
-from .records import ChangeMark, SeriesPoint
+from .models import AccuracyResult, Alert, Failure, PerfResult, SeriesBaseline, ValidationRun
 from .rules import RuleConfig
-from .series import accuracy_series, perf_series, series_key
+from .series import UNKNOWN_IDENTITY, accuracy_series, perf_series, series_key
+from .views import ChangeMark, SeriesPoint
 
 # The stored column of each rule measure.
 PERF_COLUMNS = {
@@ -37,21 +37,38 @@ CHANGE_MAX_POST = _DETECTOR.max_post
 
 
 def series_filter(series: Mapping[str, Any]) -> tuple[Any, list[Any]]:
-    """The table of a series (from ``perf_series`` / ``accuracy_series``) and the conditions selecting its rows."""
+    """The table of a series (from ``perf_series`` / ``accuracy_series``) and the conditions selecting its rows
+    (of its identity, when the series names one)."""
     if series["kind"] == "perf":
-        return PerfResult, [
-            PerfResult.target == series["target"],
-            PerfResult.device_kind == series["device_kind"],
-            PerfResult.batch_size == series["batch_size"],
-            PerfResult.precision == series["precision"],
-            PerfResult.mode == series["mode"],
-        ]
-    return AccuracyResult, [
-        AccuracyResult.target == series["target"],
-        AccuracyResult.batch_size == series["batch_size"],
-        AccuracyResult.precision == series["precision"],
-        AccuracyResult.re_ranking.is_(series["re_ranking"]),
-    ]
+        model, conds = (
+            PerfResult,
+            [
+                PerfResult.target == series["target"],
+                PerfResult.device_kind == series["device_kind"],
+                PerfResult.batch_size == series["batch_size"],
+                PerfResult.precision == series["precision"],
+                PerfResult.mode == series["mode"],
+            ],
+        )
+    else:
+        model, conds = (
+            AccuracyResult,
+            [
+                AccuracyResult.target == series["target"],
+                AccuracyResult.batch_size == series["batch_size"],
+                AccuracyResult.precision == series["precision"],
+                AccuracyResult.re_ranking.is_(series["re_ranking"]),
+            ],
+        )
+    if series.get("identity_key") is not None:
+        conds.append(model.identity_key == series["identity_key"])
+    return model, conds
+
+
+def baseline_conditions(model: Any) -> list[Any]:
+    """What a row must be to serve as a baseline besides its run being good: real (not simulated) numbers
+    and a known identity."""
+    return [model.simulated.is_(False), model.identity_key != UNKNOWN_IDENTITY]
 
 
 def run_context(run: ValidationRun) -> dict[str, Any]:
@@ -105,7 +122,13 @@ class _Loader:
         q = (
             select(ValidationRun.run_key, model.run_pk, model.run_started_at, *columns.values(), *extra)
             .join(ValidationRun, model.run_pk == ValidationRun.id)
-            .where(*conds, model.run_started_at < self.run.started_at, model.run_pk != self.run.id, status)
+            .where(
+                *conds,
+                model.run_started_at < self.run.started_at,
+                model.run_pk != self.run.id,
+                status,
+                *baseline_conditions(model),
+            )
             .order_by(model.run_started_at.desc())
             .limit(limit)
         )
@@ -180,7 +203,7 @@ class _Loader:
                 self._runs[run.id] = run
 
     def perf(self, row: PerfResult) -> Observation:
-        ser = perf_series(row.target, row.device_kind, row.batch_size, row.precision, row.mode)
+        ser = perf_series(row.target, row.device_kind, row.batch_size, row.precision, row.mode, row.identity_key)
         extra = (PerfResult.tool_versions, PerfResult.device_id)
 
         def context(run: ValidationRun, t: Any) -> dict[str, Any]:
@@ -189,16 +212,21 @@ class _Loader:
         values = {name: getattr(row, col.key) for name, col in PERF_COLUMNS.items()}
         window = self.cfg.change_window + CHANGE_MAX_POST
         detector = perf_detector(self.cfg)
-        return self._observe(ser, PERF_COLUMNS, extra, self.cfg.perf_lookback, window, values, context, detector)
+        obs = self._observe(ser, PERF_COLUMNS, extra, self.cfg.perf_lookback, window, values, context, detector)
+        return dataclasses.replace(obs, simulated=bool(row.simulated))
 
     def accuracy(self, row: AccuracyResult) -> Observation:
-        ser = accuracy_series(row.target, row.batch_size, row.precision, row.re_ranking)
+        ser = accuracy_series(row.target, row.batch_size, row.precision, row.re_ranking, row.identity_key)
         values = {name: float(getattr(row, name)) for name in ACCURACY_COLUMNS}
         window = self.cfg.history_acc_runs + CHANGE_MAX_POST
         runs = self.cfg.history_acc_runs
         detector = accuracy_detector(self.cfg)
-        return self._observe(
-            ser, ACCURACY_COLUMNS, (), runs, window, values, lambda run, _t: run_context(run), detector
+        obs = self._observe(ser, ACCURACY_COLUMNS, (), runs, window, values, lambda run, _t: run_context(run), detector)
+        return dataclasses.replace(
+            obs,
+            simulated=bool(row.simulated),
+            parity_passed=row.parity_passed,
+            parity_detail=dict(row.parity_detail or {}),
         )
 
 
@@ -230,6 +258,18 @@ def only_device_kind(s: Session, target: str, batch_size: int, precision: str, m
     return kinds[0] if kinds else None
 
 
+def latest_identity(s: Session, series: Mapping[str, Any]) -> str | None:
+    """The identity of a series' newest finished row (what a chart shows when it names none)."""
+    model, conds = series_filter(series)
+    return s.scalar(
+        select(model.identity_key)
+        .join(ValidationRun, model.run_pk == ValidationRun.id)
+        .where(*conds, ValidationRun.status != "running")
+        .order_by(model.run_started_at.desc())
+        .limit(1)
+    )
+
+
 def series_history(
     s: Session, ser: Mapping[str, Any], column: Any, limit: int, lookback: int, since: datetime | None = None
 ) -> tuple[list[SeriesPoint], list[float]]:
@@ -245,6 +285,7 @@ def series_history(
             ValidationRun.status,
             ValidationRun.dag_id,
             ValidationRun.run_id,
+            model.simulated,
         )
         .join(ValidationRun, model.run_pk == ValidationRun.id)
         .where(*conds, column.is_not(None))
@@ -260,6 +301,7 @@ def series_history(
                 *conds,
                 column.is_not(None),
                 ValidationRun.status == "success",
+                *baseline_conditions(model),
                 *([model.run_started_at >= since] if since is not None else []),
             )
             .order_by(model.run_started_at.desc())
@@ -267,8 +309,17 @@ def series_history(
         )
     ]
     points = [
-        SeriesPoint(run_key=k, started_at=t, value=float(v), status=st, good=st == "success", dag_id=d, run_id=r)
-        for k, t, v, st, d, r in reversed(shown)
+        SeriesPoint(
+            run_key=k,
+            started_at=t,
+            value=float(v),
+            status=st,
+            good=st == "success" and not sim,
+            dag_id=d,
+            run_id=r,
+            simulated=bool(sim),
+        )
+        for k, t, v, st, d, r, sim in reversed(shown)
     ]
     return points, good
 
@@ -284,11 +335,12 @@ def result_rows(
     device_kind: str | None,
     run_key: str | None,
     limit: int,
-) -> tuple[list[ValidationRun], Sequence[PerfResult], Sequence[AccuracyResult], dict[int, int]]:
-    """The newest ``limit`` runs with rows matching the filters, those rows, and each run's open alert count.
+) -> tuple[list[ValidationRun], Sequence[PerfResult], Sequence[AccuracyResult], dict[int, int], Sequence[Failure]]:
+    """The newest ``limit`` runs with rows matching the filters, those rows, each run's open alert count and
+    its failure rows.
 
     Every filter in SQL: ``since`` <= run start <= ``until``; ``device_kind`` keeps runs with a perf row of
-    that kind (accuracy alone does not count). Four queries whatever the number of rows.
+    that kind (accuracy alone does not count). Five queries whatever the number of rows.
     """
 
     def filt(model: Any) -> list[Any]:
@@ -315,10 +367,11 @@ def result_rows(
         has_acc = (
             select(AccuracyResult.id).where(AccuracyResult.run_pk == ValidationRun.id, *filt(AccuracyResult))
         ).exists()
-        has_rows = has_rows | has_acc
+        has_failed = (select(Failure.id).where(Failure.run_pk == ValidationRun.id, *filt(Failure))).exists()
+        has_rows = has_rows | has_acc | has_failed
     runs = list(s.scalars(runs_q.where(has_rows).limit(limit)))
     if not runs:
-        return [], [], [], {}
+        return [], [], [], {}, []
     ids = [r.id for r in runs]
     perf = s.scalars(select(PerfResult).where(PerfResult.run_pk.in_(ids), *filt(PerfResult))).all()
     acc = s.scalars(select(AccuracyResult).where(AccuracyResult.run_pk.in_(ids), *filt(AccuracyResult))).all()
@@ -329,7 +382,8 @@ def result_rows(
             .group_by(Alert.run_pk)
         ).all()
     )
-    return runs, perf, acc, open_alerts  # type: ignore[return-value]
+    failures = s.scalars(select(Failure).where(Failure.run_pk.in_(ids), *filt(Failure))).all()
+    return runs, perf, acc, open_alerts, failures  # type: ignore[return-value]
 
 
 def same_identity(column: Any, identity: str | None) -> Any:

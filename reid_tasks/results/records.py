@@ -7,20 +7,19 @@ Units: throughput in samples/s, latency in ms, accuracy (rank1/rank5/rank10/mAP/
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
-import socket
-import sys
 import types
 import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import Any, Literal, TypeVar
 
 from ..errors import ResultsError
+from ..hardware import collect_environment
+
+__all__ = ["collect_environment"]  # re-exported: reid_tasks.results.collect_environment
 
 TRIGGERS = ("scheduled", "manual", "cli")
+RUN_KINDS = ("demo", "configured")
 RUN_STATUSES = ("running", "success", "failed", "regressed")
 FINAL_STATUSES = ("success", "failed")
 MODES = ("real", "pure")
@@ -107,6 +106,7 @@ class RunInfo(_Record):
     """One validation run. ``run_key`` is unique: ``<dag_id>/<run_id>`` for Airflow runs, any id otherwise.
 
     ``start_run`` with an existing key updates the run (an Airflow retry), never duplicates it.
+    ``kind``: ``demo`` (synthetic data / demo weights) or ``configured`` (what the deployment configured).
     """
 
     run_key: str
@@ -121,11 +121,13 @@ class RunInfo(_Record):
     environment: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: str = ""
     airflow_url: str | None = None
+    kind: Literal["demo", "configured"] = "configured"
 
     def __post_init__(self) -> None:
         if not self.run_key or len(self.run_key) > 250:
             raise ResultsError(f"RunInfo.run_key must be 1..250 characters, got {self.run_key!r}")
         _check_choice("RunInfo", "trigger", self.trigger, TRIGGERS)
+        _check_choice("RunInfo", "kind", self.kind, RUN_KINDS)
         object.__setattr__(self, "started_at", as_utc(self.started_at))
 
     @staticmethod
@@ -141,6 +143,11 @@ class PerfRow(_Record):
     mode: 'real' (the preprocessed dataset) or 'pure' (generated inputs, compute only).
     Throughput in samples/s (best and median of the repetitions), latency per batch in ms,
     ``card_throughput``: per-card figure where the target has one (Ascend: chip figure x chips per card).
+
+    Identity (see ``series.identity_key``): ``model_sha256`` / ``dataset_fingerprint`` default to the run's;
+    ``neck_feat`` / ``feat_norm`` the evaluation config; ``hardware`` the benchmark worker's
+    (``reid_tasks.hardware.collect_hardware``) and ``tool_versions``. ``simulated``: numbers from test doubles
+    (never a baseline). ``device_host``: the host of the leased device, where a fleet lease gave one.
     """
 
     target: str
@@ -162,6 +169,13 @@ class PerfRow(_Record):
     device_id: str | None = None
     tool_versions: dict[str, Any] = dataclasses.field(default_factory=dict)
     artifact_sha256: str | None = None
+    simulated: bool = False
+    hardware: dict[str, Any] = dataclasses.field(default_factory=dict)
+    device_host: str | None = None
+    model_sha256: str | None = None
+    dataset_fingerprint: str | None = None
+    neck_feat: str | None = None
+    feat_norm: bool | None = None
 
     def __post_init__(self) -> None:
         _check_choice("PerfRow", "mode", self.mode, MODES)
@@ -179,7 +193,9 @@ class AccuracyRow(_Record):
 
     ``parity_*``: features of this artifact vs the PyTorch fp32 reference. ``flagged`` / ``flag_reason``:
     the artifact failed its parity check (e.g. a reduced-precision build below
-    VALIDATION.PARITY.REDUCED_MIN_COSINE); the row is kept and shown, not dropped.
+    VALIDATION.PARITY.REDUCED_MIN_COSINE); the row is kept and shown, not dropped. ``parity_passed`` False:
+    the parity gate failed (an alert of rule ``parity``, from ``parity_detail["checks"]``); None: not checked.
+    Identity fields and ``simulated`` as in PerfRow.
     """
 
     target: str
@@ -199,12 +215,41 @@ class AccuracyRow(_Record):
     parity_max_abs_diff: float | None = None
     flagged: bool = False
     flag_reason: str | None = None
+    simulated: bool = False
+    parity_passed: bool | None = None
+    parity_sample_size: int | None = None
+    parity_detail: dict[str, Any] = dataclasses.field(default_factory=dict)
+    calibration_fingerprint: str | None = None
+    model_sha256: str | None = None
+    dataset_fingerprint: str | None = None
+    neck_feat: str | None = None
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
             raise ResultsError(f"AccuracyRow.batch_size must be >= 1, got {self.batch_size!r}")
         for name in ("rank1", "rank5", "rank10", "mAP", "mINP"):
             _check_percent("AccuracyRow", name, getattr(self, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureRow(_Record):
+    """An artifact that did not finish: the stage it failed in (convert, benchmark, evaluate, ...), the error,
+    the tail of its log and the task attempt. ``recorded_at`` is set on rows read back from the store."""
+
+    target: str
+    batch_size: int
+    precision: str
+    stage: str
+    message: str
+    log_tail: str = ""
+    attempt: int = 1
+    recorded_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not self.target or not self.precision or not self.stage:
+            raise ResultsError(f"FailureRow: target, precision and stage must be set: {self!r}")
+        if int(self.batch_size) < 1:
+            raise ResultsError(f"FailureRow.batch_size must be >= 1, got {self.batch_size!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +296,10 @@ class AlertRecord(_Record):
 
 @dataclasses.dataclass(frozen=True)
 class SeriesVerdict(_Record):
-    """The outcome of one rule on one series: ``regressed`` True/False, or None = no verdict."""
+    """The outcome of one rule on one series: ``regressed`` True/False, or None = no verdict.
+
+    ``baseline_runs``: the run keys of the points the verdict was judged against (same series identity).
+    """
 
     rule: str
     metric: str
@@ -264,16 +312,24 @@ class SeriesVerdict(_Record):
     regressed: bool | None
     history: int
     message: str
+    baseline_runs: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunVerdict(_Record):
-    """Result of ``ResultsStore.evaluate_run``: the stored alerts and every series' verdict."""
+    """Result of ``ResultsStore.evaluate_run``: the stored alerts and every series' verdict.
+
+    ``kind``: the run's kind (demo | configured, None before 0002); ``simulated_rows``: rows whose numbers came
+    from test doubles; ``failures``: artifacts that did not finish.
+    """
 
     run_key: str
     status: str
     alerts: list[AlertRecord]
     verdicts: list[SeriesVerdict]
+    kind: str | None = None
+    simulated_rows: int = 0
+    failures: list[FailureRow] = dataclasses.field(default_factory=list)
 
     @property
     def regressed(self) -> bool:
@@ -282,6 +338,17 @@ class RunVerdict(_Record):
     def summary_lines(self) -> list[str]:
         """Human-readable lines for a run summary: alerts first, then 'no verdict' lines, then a count."""
         lines = [f"ALERT [{a.rule}] {a.message}" for a in self.alerts]
+        lines += [
+            f"FAILED {f.target}/bs{f.batch_size}/{f.precision} at {f.stage} (attempt {f.attempt}): {f.message}"
+            for f in self.failures
+        ]
+        if self.simulated_rows:
+            lines.append(
+                f"SIMULATED: {self.simulated_rows} result row(s) of this run come from test doubles, not real "
+                "hardware; they are never a baseline nor checked against the published reference"
+            )
+        if self.kind == "demo":
+            lines.append("DEMO run: synthetic data / demo weights, its own series (not the configured model)")
         lines += [f"no verdict: {v.message}" for v in self.verdicts if v.regressed is None]
         ok = sum(1 for v in self.verdicts if v.regressed is False)
         state = "" if self.status == "running" else f", status {self.status}"  # still running while checked
@@ -289,155 +356,4 @@ class RunVerdict(_Record):
         return lines
 
 
-RunVerdict._NESTED = {"alerts": AlertRecord, "verdicts": SeriesVerdict}
-
-
-@dataclasses.dataclass(frozen=True)
-class ResultRow(_Record):
-    """One run x series (target, device kind, batch, precision) with perf and accuracy side by side.
-
-    Perf columns come from the 'real' mode row (``pure_throughput`` from the 'pure' one); accuracy from the
-    row without re-ranking (``rerank_rank1`` / ``rerank_mAP`` from the re-ranked one). Accuracy in percent.
-    ``dag_id`` / ``run_id``: the run's Airflow DAG run (None for runs outside Airflow).
-    """
-
-    run_key: str
-    status: str
-    trigger: str
-    started_at: datetime
-    target: str
-    device_kind: str | None
-    batch_size: int
-    precision: str
-    throughput_best: float | None = None
-    throughput_median: float | None = None
-    latency_p50_ms: float | None = None
-    latency_p99_ms: float | None = None
-    e2e_throughput: float | None = None
-    card_throughput: float | None = None
-    pure_throughput: float | None = None
-    rank1: float | None = None
-    rank5: float | None = None
-    rank10: float | None = None
-    mAP: float | None = None
-    mINP: float | None = None
-    rerank_rank1: float | None = None
-    rerank_mAP: float | None = None
-    flagged: bool | None = None
-    open_alerts: int = 0
-    dag_id: str | None = None
-    run_id: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class SeriesPoint(_Record):
-    """One run's value of a series; ``good``: the run is a baseline. ``dag_id`` / ``run_id`` as in ResultRow."""
-
-    run_key: str
-    started_at: datetime
-    value: float
-    status: str
-    good: bool
-    dag_id: str | None = None
-    run_id: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class ChangeMark(_Record):
-    """A change point found on a series: the run where the level changed, the levels before / from it on,
-    the relative change and p-value, the alerts that named it and whether it was accepted (acknowledged)."""
-
-    run_key: str
-    started_at: datetime | None
-    level_before: float | None
-    level_after: float | None
-    rel_change: float | None
-    p_value: float | None
-    alert_ids: list[int]
-    accepted: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class BaselineMark(_Record):
-    """An accepted baseline: from run ``run_key`` on, the series' ``metric`` is judged only against runs from
-    that run on (``alert_id``: the acknowledged change-point alert)."""
-
-    series_key: str
-    metric: str
-    run_key: str
-    started_at: datetime
-    alert_id: int | None
-    accepted_by: str | None
-    accepted_at: datetime
-    identity_key: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Series(_Record):
-    """History of one metric of one series, oldest point first, with the baseline the next run is compared to.
-
-    ``band``: (lower, upper) values that do not raise an alert for the next run (None where unbounded);
-    ``method`` says how: ``change_point`` (the level = median of the recent runs since the accepted
-    baseline; a change worse than CHANGE_MIN_EFFECT (perf) / HISTORY_ACC_DROP pt (accuracy) alerts once
-    confirmed), ``perf_history`` while a perf series is too short for change-point detection (the z-score
-    band widened to PERF_MIN_CHANGE), ``perf_reference``, ``accuracy_history`` or ``none``.
-    ``change_points`` / ``baselines``: the change points alerts named and the accepted baselines (chart
-    markers), oldest first.
-    """
-
-    metric: str
-    unit: str
-    higher_is_better: bool
-    series_key: str
-    series: dict[str, Any]
-    points: list[SeriesPoint]
-    baseline: float | None
-    std: float | None
-    threshold: float | None
-    band: tuple[float | None, float | None]
-    method: str
-    change_points: list[ChangeMark] = dataclasses.field(default_factory=list)
-    baselines: list[BaselineMark] = dataclasses.field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "band", tuple(self.band))
-
-
-Series._NESTED = {"points": SeriesPoint, "change_points": ChangeMark, "baselines": BaselineMark}
-
-
-_PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy", "reid-validate")
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def collect_environment(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Host, OS, Python and installed package versions (read from metadata, nothing imported).
-
-    ``extra``: what targets add (device kind and id, CANN / ATC / driver versions); it wins over the
-    collected values on equal keys. Missing packages are left out.
-    """
-    env: dict[str, Any] = {
-        "host": socket.gethostname(),
-        "os": f"{platform.system()} {platform.release()}",
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-    }
-    for name in _PACKAGES:
-        try:
-            env[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    env.update(dict(extra or {}))
-    return {k: v for k, v in env.items() if v is not None}
+RunVerdict._NESTED = {"alerts": AlertRecord, "verdicts": SeriesVerdict, "failures": FailureRow}

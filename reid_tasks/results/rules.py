@@ -19,6 +19,10 @@ Rules (thresholds under VALIDATION.RULES, reference accuracy under VALIDATION.RE
   noise below the tolerance but does alert on a 10 % drop.
 - ``perf_reference``: with fewer than PERF_MIN_HISTORY prior good points, the configured reference
   throughput (REFERENCE_THROUGHPUT, per target / device kind / batch) with REF_PERF_TOLERANCE.
+- ``parity``: the artifact's parity gate (``targets.parity``, computed by the evaluation step) failed: one
+  alert per failed measure (min cosine, max abs diff, Rank-1 / mAP drop vs fp32) naming value and limit.
+- history rules only compare rows of the same series identity (``series.identity_key``) with real numbers;
+  simulated rows (test doubles) get no reference rule either.
 - neither history nor reference: no verdict (``regressed is None``), reported in the run summary.
 """
 
@@ -412,3 +416,26 @@ def env_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict
         return {}
     a, b = flatten(before), flatten(after)
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def parity_checks(artifact: str, passed: bool | None, detail: Mapping[str, Any]) -> list[Check]:
+    """The parity gate of one artifact from its stored result (``AccuracyRow.parity_passed`` / ``parity_detail``).
+
+    One ``parity`` check per measure in ``detail["checks"]`` ({measure, value, limit, passed}); a gate that
+    failed without check detail is one failed check named ``parity``. Nothing when parity was not checked.
+    """
+    if passed is None:
+        return []
+    out = []
+    for c in detail.get("checks") or []:
+        ok = bool(c.get("passed"))
+        value, limit = float(c.get("value") or 0.0), float(c.get("limit") or 0.0)
+        verdict = "passed" if ok else "FAILED"
+        text = f"parity gate {verdict} for artifact {artifact}: {c.get('measure')} = {value:.6g} (limit {limit:.6g})"
+        observed = float(value)
+        out.append(Check("parity", str(c.get("measure")), observed, None, limit, None, not ok, 0, text))
+    if not passed and not any(c.regressed for c in out):
+        out.append(
+            Check("parity", "parity", 0.0, None, None, None, True, 0, f"parity gate FAILED for artifact {artifact}")
+        )
+    return out

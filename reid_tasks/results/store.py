@@ -6,52 +6,56 @@ Usage (the DAG, the pipeline and the Airflow plugin all go through this)::
     store.start_run(RunInfo(run_key="reid_validation/manual__2025-01-01", trigger="manual", ...))
     store.record_perf(run_key, PerfRow(...))        # upsert: a re-run updates, never duplicates
     store.record_accuracy(run_key, AccuracyRow(...))
+    store.record_failure(run_key, FailureRow(...))  # an artifact that did not finish
     store.finish_run(run_key, "success")            # until then the run is 'running', never a baseline
     verdict = store.evaluate_run(run_key, RuleConfig.from_cfg(cfg))
 
-Every write is one transaction, retried on lock timeouts and deadlocks (see ``engine``). The SQL that feeds
-the rules is in ``queries``, the rules in ``evaluation`` / ``rules`` (pure), the rendered rows in ``views``.
-Baselines are *good* runs only: status 'success' (finished, no open alert), started before the run
-being evaluated, the run itself excluded. See reid_tasks.results.models for the statuses.
+Every write is one transaction, retried on lock timeouts and deadlocks (see ``engine``); the writes are in
+``writes``. The SQL that feeds the rules is in ``queries``, the rules in ``evaluation`` / ``rules`` (pure),
+the rendered rows in ``views``. Baselines are *good* rows only: status 'success' (finished, no open alert,
+no failure row), started before the run being evaluated, the run itself excluded, same series identity,
+not simulated. See reid_tasks.results.models for the statuses.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..errors import ResultsError, ResultsNotFound
 from . import queries, rules
-from .engine import Database, make_engine
+from .engine import make_engine
 from .evaluation import evaluate
-from .models import AccuracyResult, Alert, PerfResult, SeriesBaseline, ValidationRun
+from .models import AccuracyResult, Alert, Failure, SeriesBaseline, ValidationRun
 from .records import (
-    FINAL_STATUSES,
-    AccuracyRow,
     AlertRecord,
-    BaselineMark,
-    PerfRow,
-    ResultRow,
-    RunInfo,
+    FailureRow,
     RunVerdict,
-    Series,
     SeriesVerdict,
     as_utc,
     utcnow,
 )
 from .rules import RuleConfig
 from .series import accuracy_series, perf_series, series_key
-from .views import RunRecord, alert_record, build_series, merge_rows, run_record
+from .views import (
+    BaselineMark,
+    ResultRow,
+    RunRecord,
+    Series,
+    alert_record,
+    build_series,
+    failure_row,
+    merge_rows,
+    run_record,
+)
+from .writes import RowWriter, has_failures, settle
 
 __all__ = ["ResultsStore", "RunRecord", "make_engine", "series_key"]
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # The columns an alert raised again by a re-evaluation updates (its acknowledgement is kept).
 _ALERT_UPDATE = (
@@ -71,150 +75,30 @@ _ALERT_UPDATE = (
 _RUN_REF = (ValidationRun.run_key, ValidationRun.dag_id, ValidationRun.run_id)
 
 
-class ResultsStore(Database):
-    """Read and write the results database. Create with :meth:`open`; close with :meth:`close` (or ``with``)."""
+class ResultsStore(RowWriter):
+    """Read and write the results database. Create with :meth:`open`; close with :meth:`close` (or ``with``).
 
-    @staticmethod
-    def _run(session: Session, run_key: str) -> ValidationRun:
-        run = session.scalar(select(ValidationRun).where(ValidationRun.run_key == run_key))
-        if run is None:
-            raise ResultsNotFound(f"unknown run {run_key!r} in the results database (start_run records it)")
-        return run
+    Writes (runs, rows, failures, status) come from ``writes.RowWriter``; here: reads, rules and alerts.
+    """
 
-    # ------------------------------------------------------------------ writing
-    def start_run(self, info: RunInfo, *, reset_status: bool = True) -> int:
-        """Insert or update (same run_key) a run; its status becomes 'running'. Returns the run's id.
+    def failures(self, run_key: str) -> list[FailureRow]:
+        """The run's failure rows, in the order they were first recorded."""
 
-        ``reset_status=False`` updates an existing run's metadata (hashes, fingerprint, environment) but leaves
-        its status and finish time alone, so re-running a recording step of a finished run does not reopen it.
-        """
-        values = {
-            "run_key": info.run_key,
-            "trigger": info.trigger,
-            "dag_id": info.dag_id,
-            "run_id": info.run_id,
-            "airflow_url": info.airflow_url,
-            "started_at": info.started_at,
-            "finished_at": None,
-            "status": "running",
-            "model_sha256": info.model_sha256,
-            "onnx_sha256": info.onnx_sha256,
-            "dataset_fingerprint": dict(info.dataset_fingerprint),
-            "config_overrides": dict(info.config_overrides),
-            "environment": dict(info.environment),
-            "notes": info.notes,
-            "updated_at": utcnow(),
-        }
-
-        def write(s: Session) -> int:
-            stmt = self._insert(ValidationRun).values(**values)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[ValidationRun.run_key],
-                set_={
-                    k: stmt.excluded[k]
-                    for k in values
-                    if k != "run_key" and (reset_status or k not in ("status", "finished_at"))
-                },
-            ).returning(ValidationRun.id)
-            run_pk = s.execute(stmt).scalar_one()
-            for model in (PerfResult, AccuracyResult):  # keep the denormalised series index in step
-                s.execute(
-                    update(model)
-                    .where(model.run_pk == run_pk, model.run_started_at != info.started_at)
-                    .values(run_started_at=info.started_at)
-                )
-            return run_pk
-
-        return self._write(write)
-
-    def record_perf(self, run_key: str, row: PerfRow) -> int:
-        """Insert or update the perf row of (run, target, device kind, batch, precision, mode); returns its id."""
-        values = {
-            "target": row.target,
-            "device_kind": row.device_kind,
-            "device_id": row.device_id,
-            "batch_size": int(row.batch_size),
-            "precision": row.precision,
-            "mode": row.mode,
-            "throughput_best": float(row.throughput_best),
-            "throughput_median": float(row.throughput_median),
-            "latency_mean_ms": row.latency_mean_ms,
-            "latency_p50_ms": row.latency_p50_ms,
-            "latency_p90_ms": row.latency_p90_ms,
-            "latency_p99_ms": row.latency_p99_ms,
-            "e2e_throughput": row.e2e_throughput,
-            "card_throughput": row.card_throughput,
-            "samples": int(row.samples),
-            "repetitions": int(row.repetitions),
-            "warmup": int(row.warmup),
-            "tool_versions": dict(row.tool_versions),
-            "artifact_sha256": row.artifact_sha256,
-            "recorded_at": utcnow(),
-        }
-        key = ("run_id", "target", "device_kind", "batch_size", "precision", "mode")
-        return self._upsert_row(run_key, PerfResult, values, key)
-
-    def record_accuracy(self, run_key: str, row: AccuracyRow) -> int:
-        """Insert or update the accuracy row of (run, target, batch, precision, re-ranking); returns its id."""
-        values = {
-            "target": row.target,
-            "batch_size": int(row.batch_size),
-            "precision": row.precision,
-            "re_ranking": bool(row.re_ranking),
-            "feat_norm": bool(row.feat_norm),
-            "rank1": float(row.rank1),
-            "rank5": float(row.rank5),
-            "rank10": float(row.rank10),
-            "map": float(row.mAP),
-            "minp": float(row.mINP),
-            "valid_queries": int(row.valid_queries),
-            "gallery_size": int(row.gallery_size),
-            "parity_min_cosine": row.parity_min_cosine,
-            "parity_mean_cosine": row.parity_mean_cosine,
-            "parity_max_abs_diff": row.parity_max_abs_diff,
-            "flagged": bool(row.flagged),
-            "flag_reason": row.flag_reason,
-            "recorded_at": utcnow(),
-        }
-        key = ("run_id", "target", "batch_size", "precision", "re_ranking")
-        return self._upsert_row(run_key, AccuracyResult, values, key)
-
-    def _upsert_row(self, run_key: str, model: type, values: dict[str, Any], key: tuple[str, ...]) -> int:
-        table = model.__table__  # type: ignore[attr-defined]
-
-        def write(s: Session) -> int:
+        def read(s: Session) -> list[FailureRow]:
             run = self._run(s, run_key)
-            row = {**values, "run_id": run.id, "run_started_at": run.started_at}
-            stmt = self._insert(table).values(**row)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(key), set_={k: stmt.excluded[k] for k in row if k not in key}
-            ).returning(table.c.id)
-            return s.execute(stmt).scalar_one()
+            rows = s.scalars(select(Failure).where(Failure.run_pk == run.id).order_by(Failure.id))
+            return [failure_row(f) for f in rows]
 
-        return self._write(write)
+        return self._read(read)
 
-    def finish_run(self, run_key: str, status: str = "success", finished_at: datetime | None = None) -> str:
-        """Mark a run finished: 'success' or 'failed'. A successful run with open alerts is stored as
-        'regressed'. Returns the stored status."""
-        if status not in FINAL_STATUSES:
-            raise ResultsError(f"finish_run: status must be one of {list(FINAL_STATUSES)}, got {status!r}")
-        when = as_utc(finished_at) if finished_at is not None else utcnow()
+    def verdicts(self, run_key: str) -> list[SeriesVerdict]:
+        """The per-series verdicts of the run's last ``evaluate_run`` (each with its baseline runs); empty when
+        it was not evaluated."""
 
-        def write(s: Session) -> str:
-            run = self._run(s, run_key)
-            run.finished_at = when
-            run.status = status
-            if status == "success" and self._open_alert_count(s, run.id):
-                run.status = "regressed"
-            return run.status
+        def read(s: Session) -> list[SeriesVerdict]:
+            return [SeriesVerdict.from_dict(v) for v in self._run(s, run_key).verdicts or []]
 
-        return self._write(write)
-
-    @staticmethod
-    def _open_alert_count(s: Session, run_pk: int) -> int:
-        return s.scalar(
-            select(func.count()).select_from(Alert).where(Alert.run_pk == run_pk, Alert.acknowledged_at.is_(None))
-        )
+        return self._read(read)
 
     # ------------------------------------------------------------------ runs
     def get_run(self, run_key: str) -> RunRecord:
@@ -238,13 +122,15 @@ class ResultsStore(Database):
         """Apply every rule to the run's rows, store the alerts (replacing this run's earlier ones; an
         acknowledgement is kept for an alert raised again) and return alerts and per-series verdicts.
 
-        A finished run's status becomes 'regressed' with open alerts, 'success' without.
+        A finished run's status becomes 'regressed' with open alerts, else 'failed' with failure rows, else
+        'success'. The verdict also carries the run's kind, failure rows and how many rows are simulated.
         """
         cfg = rule_config if rule_config is not None else RuleConfig.from_cfg()
 
-        def write(s: Session) -> tuple[str, list[AlertRecord], list[SeriesVerdict]]:
+        def write(s: Session) -> RunVerdict:
             run = self._run(s, run_key)
-            verdicts, pending = evaluate(*queries.observations(s, run, cfg), cfg)
+            perf, acc = queries.observations(s, run, cfg)
+            verdicts, pending = evaluate(perf, acc, cfg)
             keys = {(a["rule"], a["metric"], a["series_key"]) for a in pending}
             existing = s.execute(
                 select(Alert.id, Alert.rule, Alert.metric, Alert.series_key).where(Alert.run_pk == run.id)
@@ -276,12 +162,21 @@ class ResultsStore(Database):
                 ]
                 s.execute(stmt, rows)
             stored = s.scalars(select(Alert).where(Alert.run_pk == run.id).order_by(Alert.id)).all()
-            if run.status in ("success", "regressed"):
-                run.status = "regressed" if any(a.acknowledged_at is None for a in stored) else "success"
-            return run.status, [alert_record(a, run.run_key, run.dag_id, run.run_id) for a in stored], verdicts
+            run.verdicts = [v.to_dict() for v in verdicts]
+            if run.status in ("success", "regressed") or (run.status == "failed" and has_failures(s, run)):
+                settle(s, run)
+            failures = s.scalars(select(Failure).where(Failure.run_pk == run.id).order_by(Failure.id))
+            return RunVerdict(
+                run_key=run_key,
+                status=run.status,
+                alerts=[alert_record(a, run.run_key, run.dag_id, run.run_id) for a in stored],
+                verdicts=verdicts,
+                kind=run.kind,
+                simulated_rows=sum(1 for o in (*perf, *acc) if o.simulated),
+                failures=[failure_row(f) for f in failures],
+            )
 
-        status, alerts, verdicts = self._write(write)
-        return RunVerdict(run_key=run_key, status=status, alerts=alerts, verdicts=verdicts)
+        return self._write(write)
 
     # ------------------------------------------------------------------ alerts
     def alerts(
@@ -393,10 +288,12 @@ class ResultsStore(Database):
             for run_pk in {a.run_pk for a in same}:
                 other = s.get(ValidationRun, run_pk)
                 assert other is not None  # foreign key
-                if other.status == "regressed" and not self._open_alert_count(s, run_pk):
-                    other.status = "success"
+                if other.status == "regressed":
+                    settle(s, other)
             run = s.get(ValidationRun, alert.run_pk)
-            assert run is not None
+            assert run is not None  # foreign key
+            if run.status == "regressed":
+                settle(s, run)
             return alert_record(alert, run.run_key, run.dag_id, run.run_id)
 
         return self._write(write)
@@ -487,9 +384,11 @@ class ResultsStore(Database):
         re_ranking: bool = False,
         limit: int = 100,
         rule_config: RuleConfig | None = None,
+        identity: str | None = None,
     ) -> Series:
         """The last ``limit`` finished points of one metric of one series (oldest first) and the baseline and
-        alert band the next run would be judged against. ``device_kind`` None: the only one recorded."""
+        alert band the next run would be judged against. ``device_kind`` None: the only one recorded;
+        ``identity`` None: the identity of the series' newest finished row (``Series.series["identity_key"]``)."""
         spec = rules.metric_spec(metric)
         cfg = rule_config if rule_config is not None else RuleConfig.from_cfg()
 
@@ -506,12 +405,13 @@ class ResultsStore(Database):
                 ser = accuracy_series(target, batch_size, precision, re_ranking)
                 column = getattr(AccuracyResult, metric)
                 lookback = cfg.history_acc_runs
-            key, identity = series_key(ser), ser.get("identity_key")
-            baselines = self._baselines(s, key, metric, identity)
+            ser["identity_key"] = identity or queries.latest_identity(s, ser)
+            key, identity_key = series_key(ser), ser["identity_key"]
+            baselines = self._baselines(s, key, metric, identity_key)
             since = baselines[-1].started_at if baselines else None
             points, good = queries.series_history(s, ser, column, limit, lookback, since)
             series = build_series(metric, ser, points, good, ref, cfg, since)
-            marks = queries.change_marks(s, key, metric, identity)
+            marks = queries.change_marks(s, key, metric, identity_key)
             return dataclasses.replace(series, change_points=marks, baselines=baselines)
 
         return self._read(read)

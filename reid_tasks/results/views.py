@@ -1,5 +1,9 @@
 """What the CLI and the plugin render, built from stored rows (no session, no SQL).
 
+Records: ``RunRecord`` (a run), ``ResultRow`` (a run x artifact, perf and accuracy side by side), ``Series`` /
+``SeriesPoint`` (one metric's history with its baseline band) with ``ChangeMark`` / ``BaselineMark`` (chart
+markers).
+
 ``run_record`` / ``alert_record``: one stored run / alert as a record; ``merge_rows``: perf and accuracy of
 runs side by side, one row per run x (target, device kind, batch, precision); ``build_series``: one metric's
 points with the baseline and alert band the next run is judged against.
@@ -15,7 +19,7 @@ from typing import Any
 
 from . import rules
 from .evaluation import accuracy_detector, perf_detector
-from .records import AlertRecord, ResultRow, Series, SeriesPoint, _Record
+from .records import AlertRecord, FailureRow, _Record
 from .rules import RuleConfig
 from .series import series_key
 
@@ -38,6 +42,132 @@ class RunRecord(_Record):
     config_overrides: dict[str, Any]
     environment: dict[str, Any]
     notes: str
+    kind: str | None = None
+    disk_bytes: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultRow(_Record):
+    """One run x series (target, device kind, batch, precision) with perf and accuracy side by side.
+
+    Perf columns come from the 'real' mode row (``pure_throughput`` from the 'pure' one); accuracy from the
+    row without re-ranking (``rerank_rank1`` / ``rerank_mAP`` from the re-ranked one). Accuracy in percent.
+    ``dag_id`` / ``run_id``: the run's Airflow DAG run (None for runs outside Airflow). ``run_kind``: demo |
+    configured (None: recorded before 0002); ``simulated``: any of its numbers came from test doubles;
+    ``parity_passed``: False when the parity gate failed; ``failed_stage`` / ``failure_message``: the artifact
+    did not finish (a failure row, no numbers).
+    """
+
+    run_key: str
+    status: str
+    trigger: str
+    started_at: datetime
+    target: str
+    device_kind: str | None
+    batch_size: int
+    precision: str
+    throughput_best: float | None = None
+    throughput_median: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    e2e_throughput: float | None = None
+    card_throughput: float | None = None
+    pure_throughput: float | None = None
+    rank1: float | None = None
+    rank5: float | None = None
+    rank10: float | None = None
+    mAP: float | None = None
+    mINP: float | None = None
+    rerank_rank1: float | None = None
+    rerank_mAP: float | None = None
+    flagged: bool | None = None
+    open_alerts: int = 0
+    dag_id: str | None = None
+    run_id: str | None = None
+    run_kind: str | None = None
+    simulated: bool = False
+    parity_passed: bool | None = None
+    failed_stage: str | None = None
+    failure_message: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesPoint(_Record):
+    """One run's value of a series; ``good``: it serves as a baseline (a good run, real numbers).
+    ``dag_id`` / ``run_id`` as in ResultRow; ``simulated``: the value came from test doubles."""
+
+    run_key: str
+    started_at: datetime
+    value: float
+    status: str
+    good: bool
+    dag_id: str | None = None
+    run_id: str | None = None
+    simulated: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangeMark(_Record):
+    """A change point found on a series: the run where the level changed, the levels before / from it on,
+    the relative change and p-value, the alerts that named it and whether it was accepted (acknowledged)."""
+
+    run_key: str
+    started_at: datetime | None
+    level_before: float | None
+    level_after: float | None
+    rel_change: float | None
+    p_value: float | None
+    alert_ids: list[int]
+    accepted: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineMark(_Record):
+    """An accepted baseline: from run ``run_key`` on, the series' ``metric`` is judged only against runs from
+    that run on (``alert_id``: the acknowledged change-point alert)."""
+
+    series_key: str
+    metric: str
+    run_key: str
+    started_at: datetime
+    alert_id: int | None
+    accepted_by: str | None
+    accepted_at: datetime
+    identity_key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Series(_Record):
+    """History of one metric of one series, oldest point first, with the baseline the next run is compared to.
+
+    ``band``: (lower, upper) values that do not raise an alert for the next run (None where unbounded);
+    ``method`` says how: ``change_point`` (the level = median of the recent runs since the accepted
+    baseline; a change worse than CHANGE_MIN_EFFECT (perf) / HISTORY_ACC_DROP pt (accuracy) alerts once
+    confirmed), ``perf_history`` while a perf series is too short for change-point detection (the z-score
+    band widened to PERF_MIN_CHANGE), ``perf_reference``, ``accuracy_history`` or ``none``.
+    ``change_points`` / ``baselines``: the change points alerts named and the accepted baselines (chart
+    markers), oldest first.
+    """
+
+    metric: str
+    unit: str
+    higher_is_better: bool
+    series_key: str
+    series: dict[str, Any]
+    points: list[SeriesPoint]
+    baseline: float | None
+    std: float | None
+    threshold: float | None
+    band: tuple[float | None, float | None]
+    method: str
+    change_points: list[ChangeMark] = dataclasses.field(default_factory=list)
+    baselines: list[BaselineMark] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "band", tuple(self.band))
+
+
+Series._NESTED = {"points": SeriesPoint, "change_points": ChangeMark, "baselines": BaselineMark}
 
 
 def run_record(run: Any) -> RunRecord:
@@ -57,6 +187,22 @@ def run_record(run: Any) -> RunRecord:
         config_overrides=dict(run.config_overrides or {}),
         environment=dict(run.environment or {}),
         notes=run.notes or "",
+        kind=run.kind,
+        disk_bytes=run.disk_bytes,
+    )
+
+
+def failure_row(f: Any) -> FailureRow:
+    """A stored Failure as a FailureRow (with its recorded_at)."""
+    return FailureRow(
+        target=f.target,
+        batch_size=f.batch_size,
+        precision=f.precision,
+        stage=f.stage,
+        message=f.message,
+        log_tail=f.log_tail,
+        attempt=f.attempt,
+        recorded_at=f.recorded_at,
     )
 
 
@@ -88,10 +234,15 @@ def alert_record(a: Any, run_key: str, dag_id: str | None, run_id: str | None) -
 
 
 def merge_rows(
-    runs: Sequence[Any], perf: Iterable[Any], acc: Iterable[Any], open_alerts: Mapping[int, int]
+    runs: Sequence[Any],
+    perf: Iterable[Any],
+    acc: Iterable[Any],
+    open_alerts: Mapping[int, int],
+    failures: Iterable[Any] = (),
 ) -> list[ResultRow]:
-    """Stored runs and their perf / accuracy rows as ResultRows, newest run first. Perf columns come from the
-    'real' mode row (``pure_throughput`` from the 'pure' one); accuracy is shown beside each device kind."""
+    """Stored runs and their perf / accuracy / failure rows as ResultRows, newest run first. Perf columns come
+    from the 'real' mode row (``pure_throughput`` from the 'pure' one); accuracy is shown beside each device
+    kind; a failed artifact is a row of its own (no device kind, no numbers)."""
     perf, acc = list(perf), list(acc)
     by_run = {r.id: r for r in runs}
     cells: dict[tuple[int, str, int, str, str | None], dict[str, Any]] = {}
@@ -111,6 +262,8 @@ def merge_rows(
                 e2e_throughput=p.e2e_throughput,
                 card_throughput=p.card_throughput,
             )
+        if p.simulated:
+            cell["simulated"] = True
     for a in acc:
         devs: set[str | None] = set(kinds.get((a.run_pk, a.target, a.batch_size, a.precision)) or {None})
         for dev in devs:  # accuracy does not depend on the device kind: shown beside each perf row
@@ -121,6 +274,13 @@ def merge_rows(
                 cell.update(rank1=a.rank1, rank5=a.rank5, rank10=a.rank10, mAP=a.mAP, mINP=a.mINP, flagged=a.flagged)
             if a.flagged:
                 cell["flagged"] = True
+            if a.simulated:
+                cell["simulated"] = True
+            if a.parity_passed is not None and cell.get("parity_passed") is not False:
+                cell["parity_passed"] = a.parity_passed
+    for f in failures:
+        cell = cells.setdefault((f.run_pk, f.target, f.batch_size, f.precision, None), {})
+        cell.update(failed_stage=f.stage, failure_message=f.message)
     out = []
     for (run_pk, target, batch, precision, dev), cell in cells.items():
         run = by_run[run_pk]
@@ -137,6 +297,7 @@ def merge_rows(
                 open_alerts=open_alerts.get(run_pk, 0),
                 dag_id=run.dag_id,
                 run_id=run.run_id,
+                run_kind=run.kind,
                 **cell,
             )
         )
@@ -162,7 +323,8 @@ def build_series(
     band: tuple[float | None, float | None] = (None, None)
     method = "none"
     detector = perf_detector(cfg) if spec.kind == "perf" else accuracy_detector(cfg)
-    recent = [p.value for p in points if since is None or p.started_at >= since][-detector.window :]
+    recent = [p.value for p in points if not p.simulated and (since is None or p.started_at >= since)]
+    recent = recent[-detector.window :]
     if recent and detector.ready(len(recent) + 1):
         baseline, method = statistics.median(recent), "change_point"
         margin = detector.min_effect * abs(baseline) if detector.relative else detector.min_effect

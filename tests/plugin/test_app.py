@@ -361,13 +361,13 @@ def counted(auth_manager, seeded_db):
 @pytest.mark.parametrize(
     ("path", "bound"),
     [
-        ("/reid/api/results", 4),  # runs, perf, accuracy, open alert counts
-        ("/reid/api/results.csv", 4),
-        ("/reid/", 4),
+        ("/reid/api/results", 5),  # runs, perf, accuracy, open alert counts, failure rows
+        ("/reid/api/results.csv", 5),
+        ("/reid/", 5),
         ("/reid/api/alerts", 1),
         ("/reid/alerts", 1),
-        # device kind, points, good values, alert markers + accepted baselines and change points (issue 12)
-        ("/reid/api/series?metric=throughput&target=onnxruntime&batch_size=16&precision=fp32", 6),
+        # device kind, identity, points, good values, alert markers + accepted baselines and change points
+        ("/reid/api/series?metric=throughput&target=onnxruntime&batch_size=16&precision=fp32", 7),
     ],
 )
 def test_a_request_costs_a_fixed_number_of_queries(counted, tokens, seeded_db, path, bound):
@@ -402,7 +402,7 @@ def test_ack_costs_a_fixed_number_of_queries(rw_client, tokens, results_db):
         event.remove(engine, "before_cursor_execute", on_execute)
     assert r.status_code == 200
     assert r.json()["alert"]["airflow_run"]["run_id"] == run_id(NIGHTS - 1)
-    assert len(selects) <= 4, selects  # the alert with its run; the ack (alert, run, open alerts left)
+    assert len(selects) <= 5, selects  # the alert with its run; the ack (alert, run, open alerts, failure rows)
 
 
 def test_database_error_is_503(rw_client, tokens, results_db):

@@ -110,3 +110,10 @@ def store(db_url: str) -> Iterator[ResultsStore]:
 def rule_cfg() -> RuleConfig:
     """The product defaults (VALIDATION.RULES / REFERENCE)."""
     return RuleConfig.from_cfg()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    return request.getfixturevalue("empty_pg_url")

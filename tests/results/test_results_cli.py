@@ -40,7 +40,7 @@ def filled(db_url: str) -> str:
 def test_results_formats(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out = run(["results", "--db", filled, "--limit", "3"], capsys)
     lines = out.splitlines()
-    assert rc == 0 and lines[0].split()[:4] == ["run_key", "status", "started_at", "target"]
+    assert rc == 0 and lines[0].split()[:5] == ["run_key", "status", "run_kind", "started_at", "target"]
     assert lines[1].split()[:2] == ["bad", "regressed"] and "850.00" in lines[1] and len(lines) == 4
     rc, out = run(["results", "--db", filled, "--format", "csv", "--batch-size", "16"], capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -95,12 +95,47 @@ def test_history_plot_and_table(filled: str, tmp_path, capsys: pytest.CaptureFix
     assert data["method"] == "change_point" and len(data["points"]) == 7 and data["unit"] == "%"
 
 
+def test_check_lists_baselines_failures_simulated_and_parity(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from reid_tasks.results import FailureRow, RunInfo
+
+    with ResultsStore.open(filled) as store:
+        fingerprint = {"query": 3368, "gallery": 15913, "hash": "f00d"}  # record_run's: the same series identity
+        store.start_run(RunInfo(run_key="next", kind="demo", model_sha256="a" * 64, dataset_fingerprint=fingerprint))
+        store.record_perf("next", perf_row(1000.0))
+        detail = {"checks": [{"measure": "min_cosine", "value": 0.97, "limit": 0.99, "passed": False}]}
+        store.record_accuracy(
+            "next",
+            acc_row(target="openvino", precision="int8", parity_passed=False, parity_detail=detail, simulated=True),
+        )
+        store.record_failure("next", FailureRow("ascend310", 1, "fp16", "benchmark", "device busy", "tail", 3))
+        store.finish_run("next")
+        store.evaluate_run("next")
+    rc, out = run(["check", "--db", filled, "--run", "next", "--format", "json"], capsys)
+    data = json.loads(out)
+    assert rc == 1 and data["run"]["status"] == "regressed" and data["run"]["kind"] == "demo"
+    thr = next(v for v in data["verdicts"] if v["rule"] == "perf_history" and v["metric"] == "throughput")
+    assert thr["baseline_runs"] == ["h5", "h4", "h3", "h2", "h1", "h0"]  # newest first; "bad" is not good
+    assert [f["stage"] for f in data["failures"]] == ["benchmark"]
+    rc, out = run(["alerts", "--db", filled, "--run", "next", "--format", "json"], capsys)
+    assert [(a["rule"], a["metric"]) for a in json.loads(out)] == [("parity", "min_cosine")]
+    rc, out = run(["results", "--db", filled, "--run", "next", "--format", "json"], capsys)
+    rows = {r["target"]: r for r in json.loads(out)}
+    assert rows["openvino"]["simulated"] is True and rows["openvino"]["parity_passed"] is False
+    assert rows["ascend310"]["failed_stage"] == "benchmark" and rows["onnxruntime"]["run_kind"] == "demo"
+    rc, out = run(["results", "--db", filled, "--run", "next"], capsys)
+    assert "device busy" in out and "demo" in out
+    rc, out = run(["check", "--db", filled, "--run", "next"], capsys)
+    assert "FAILED ascend310/bs1/fp16 at benchmark: device busy" in out and "(demo run)" in out
+
+
 def test_db_commands(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     rc, out = run(["db", "current", "--db", url], capsys)
     assert rc == 0 and "none (no schema)" in out
     rc, out = run(["db", "upgrade", "--db", url], capsys)
-    assert "revision 0003 (head)" in out
+    from reid_tasks.results.migrate import head_revision
+
+    assert f"revision {head_revision()} (head)" in out
     rc, out = run(["db", "downgrade", "base", "--db", url], capsys)
     assert "none (no schema)" in out
     with pytest.raises(ResultsError, match="db upgrade nope"):

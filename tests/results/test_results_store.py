@@ -25,7 +25,7 @@ from reid_tasks.results import (
 from reid_tasks.results import migrate as migrate_mod
 from reid_tasks.results.store import make_engine
 
-TABLES = {"validation_runs", "perf_results", "accuracy_results", "alerts", "series_baselines"}
+TABLES = {"validation_runs", "perf_results", "accuracy_results", "alerts", "failures", "series_baselines"}
 
 
 def _tables(url: str) -> set[str]:
@@ -37,13 +37,6 @@ def _tables(url: str) -> set[str]:
 
 
 # ---------------------------------------------------------------------- migrations
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fresh.sqlite'}"
-    return request.getfixturevalue("empty_pg_url")
-
-
 def test_migrations_up_down_up(empty_url: str) -> None:
     engine = make_engine(empty_url)
     try:
@@ -113,7 +106,7 @@ def test_rerun_updates_never_duplicates(store: ResultsStore) -> None:
     with store.engine.connect() as conn:
         counts = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in sorted(TABLES)]
         started = conn.execute(text("SELECT DISTINCT run_started_at FROM perf_results")).all()
-    assert counts == [1, 0, 2, 0, 1]  # accuracy, alerts, perf (real + pure), baselines, runs
+    assert counts == [1, 0, 0, 2, 0, 1]  # accuracy, alerts, failures, perf (real + pure), baselines, runs
     assert len(started) == 1  # the denormalised start time followed the update
 
 
@@ -247,6 +240,8 @@ def _airflow_run(store: ResultsStore, day: int, perf=(), acc=()) -> str:  # type
             dag_id="reid_validation",
             run_id=run_id,
             started_at=T0 + timedelta(days=day),
+            model_sha256="a" * 64,  # the model and data record_run measures: one series identity
+            dataset_fingerprint={"query": 3368, "gallery": 15913, "hash": "f00d"},
             environment=dict(results_helpers.ENV),
         )
     )
@@ -313,7 +308,7 @@ def test_results_query_count_does_not_grow_with_rows(store: ResultsStore) -> Non
     few = len(selects)
     selects.clear()
     assert len(store.results(device_kind="cpu", until=T0 + timedelta(days=9))) == 12
-    assert len(selects) == few == 4  # runs, perf, accuracy, open alert counts
+    assert len(selects) == few == 5  # runs, perf, accuracy, open alert counts, failures
 
 
 def test_rows_points_and_alerts_carry_the_airflow_run(store: ResultsStore) -> None:
