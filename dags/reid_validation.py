@@ -24,12 +24,12 @@ XCom only carries small JSON records. Results: `reid-validate results`, or the *
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, TaskGroup, dag, task
-from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, dag, task
 
 from reid_tasks.config import load_config
 from reid_tasks.settings import (
@@ -44,6 +44,7 @@ from reid_tasks.targets import PRECISIONS, get_target, target_names
 
 CFG = load_config(os.environ.get("REID_CONFIG_FILE") or None)
 TARGETS = list(target_names())
+log = logging.getLogger("airflow.task")  # the task logger: lines land in the task's log
 
 # Tool flakiness (ATC, a busy device, a database hiccup) can pass on retry; a wrong input cannot.
 NOT_RETRYABLE = ExceptionRetryPolicy(
@@ -330,20 +331,20 @@ def check_regressions(ctx: dict, recorded: dict, **context: Any) -> dict:
     """Apply the regression rules to the run; on alerts notify, then fail so the run is red."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from plugins.reid_notify import AlertNotifier
     from reid_tasks import steps
-    from reid_tasks.notify import AlertNotifier
 
-    print(f"recorded: {recorded}")
+    log.info("recorded: %s", recorded)
     verdict = steps.check_regressions(ctx)
     alerts = verdict.get("alerts") or []
     no_verdict = [f"no verdict: {v['message']}" for v in verdict.get("verdicts") or [] if v.get("regressed") is None]
     for line in verdict["summary"]:  # RunVerdict.summary_lines(): alerts, no-verdict lines, a count
-        print(line)
+        log.info("%s", line)
     context["ti"].xcom_push(key="alert_count", value=len(alerts))
     if alerts:
-        AlertNotifier(
-            run_key=ctx["run_key"], alerts=alerts, summary=no_verdict, url=ctx.get("airflow_url") or ""
-        ).notify(context)
+        AlertNotifier(run_key=ctx["run_key"], alerts=alerts, summary=no_verdict, url=ctx.get("airflow_url") or "")(
+            context
+        )
         raise AirflowFailException(
             f"{len(alerts)} regression alert(s): " + "; ".join(str(a.get("message")) for a in alerts)
         )

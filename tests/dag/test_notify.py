@@ -1,4 +1,7 @@
-"""The alert notifier: exact payloads, channel choice by connection, no network beyond 127.0.0.1."""
+"""Alert notifications: our exact message, and delivery through the providers' notifiers chosen by connection.
+
+Connections are Airflow's (``AIRFLOW_CONN_*`` environment variables); servers are local (127.0.0.1).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,13 @@ import socketserver
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
 
-from reid_tasks.notify import SMTP_CONN_ID, WEBHOOK_CONN_ID, AlertNotifier, webhook_url
+import plugins.reid_notify as reid_notify
+from plugins.reid_notify import AlertNotifier
+from reid_tasks.notify import SMTP_CONN_ID, WEBHOOK_CONN_ID, AlertMessage
 
 ALERT = {
     "id": 7,
@@ -41,28 +45,29 @@ TEXT = (
 )
 
 
-def conn(**kw):
-    base = dict(conn_type="http", host=None, port=None, login=None, password=None, schema=None, extra_dejson={})
-    base.update(kw)
-    return SimpleNamespace(**base)
+def logs(capsys: pytest.CaptureFixture[str]) -> str:
+    """What the notifier logged (Airflow's structlog writes the task log lines to the console here)."""
+    out = capsys.readouterr()
+    return out.out + out.err
 
 
-def notifier(connections: dict, **kw) -> AlertNotifier:
-    calls: list[str] = []
-
-    def getter(conn_id: str):
-        calls.append(conn_id)
-        return connections.get(conn_id)
-
-    n = AlertNotifier(
+def notifier(**kw) -> AlertNotifier:
+    return AlertNotifier(
         run_key=RUN_KEY,
         alerts=[ALERT],
         summary=["no verdict: openvino bs1 has neither history nor reference"],
-        connection_getter=getter,
         **kw,
     )
-    n.lookups = calls  # type: ignore[attr-defined]
-    return n
+
+
+def set_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
+
+
+@pytest.fixture(autouse=True)
+def _no_alert_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    for conn_id in (WEBHOOK_CONN_ID, SMTP_CONN_ID):
+        monkeypatch.delenv(f"AIRFLOW_CONN_{conn_id.upper()}", raising=False)
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -80,22 +85,22 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_server() -> Iterator[tuple[str, type[_Recorder]]]:
+def http_server() -> Iterator[tuple[int, type[_Recorder]]]:
     handler = type("Recorder", (_Recorder,), {"received": [], "status": 200})
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}", handler
+        yield server.server_port, handler
     finally:
         server.shutdown()
         server.server_close()
 
 
 def test_text_and_payload_exact():
-    n = notifier({})
-    assert n.text() == TEXT
-    assert n.payload() == {
+    m = notifier().message
+    assert m.text() == TEXT
+    assert m.payload() == {
         "source": "reid-validate",
         "run_key": RUN_KEY,
         "subject": "[reid-validate] 1 regression alert in reid_validation/manual__2026-01-02",
@@ -103,74 +108,86 @@ def test_text_and_payload_exact():
         "alerts": [ALERT],
         "url": None,
     }
-    assert n.slack_payload() == {"text": TEXT}
+    assert m.slack_text() == TEXT
+    assert m.html() == "<pre>" + TEXT.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") + "</pre>"
 
 
 def test_environment_change_not_repeated_when_the_message_has_it():
     alert = dict(ALERT, message=ALERT["message"] + "; changed since the last good run r0: onnxruntime 1.31.0 -> 1.32.0")
-    text = AlertNotifier(run_key=RUN_KEY, alerts=[alert], connection_getter=lambda _id: None).text()
+    text = AlertMessage(run_key=RUN_KEY, alerts=[alert]).text()
     assert text.count("changed since the last good run") == 1
 
 
-def test_init_only_stores_arguments_connection_is_lazy():
-    n = notifier({})
-    assert n.lookups == []
-    n.notify({})
-    assert n.lookups == [WEBHOOK_CONN_ID, SMTP_CONN_ID]
+def test_init_only_stores_arguments_connection_is_lazy(monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(reid_notify, "_connection", lambda conn_id: calls.append(conn_id))
+    n = notifier()
+    assert calls == []
+    n({})
+    assert calls == [WEBHOOK_CONN_ID, SMTP_CONN_ID] and n.sent_via == "log"
 
 
-def test_webhook_posts_generic_payload(http_server):
-    url, handler = http_server
-    n = notifier({WEBHOOK_CONN_ID: conn(host=url + "/hook", password="s3cret", extra_dejson={"headers": {"X-A": "1"}})})
-    assert n.notify({}) == "webhook"
+def test_webhook_posts_generic_payload_through_the_http_provider(http_server, monkeypatch):
+    port, handler = http_server
+    set_conn(
+        monkeypatch,
+        WEBHOOK_CONN_ID,
+        conn_type="http",
+        host="127.0.0.1",
+        port=port,
+        schema="http",
+        extra={"endpoint": "hook", "X-A": "1"},
+    )
+    n = notifier()
+    n({})
+    assert n.sent_via == "webhook"
     [req] = handler.received
     assert req["path"] == "/hook"
-    assert req["body"] == n.payload()
-    assert req["headers"]["Authorization"] == "Bearer s3cret"
+    assert req["body"] == n.message.payload()
     assert req["headers"]["X-A"] == "1"
     assert req["headers"]["Content-Type"] == "application/json"
-    assert n.lookups == [WEBHOOK_CONN_ID]  # the SMTP connection is not even looked up
 
 
-def test_slack_connection_gets_slack_payload(http_server):
-    url, handler = http_server
-    n = notifier(
-        {WEBHOOK_CONN_ID: conn(conn_type="slackwebhook", host=url, extra_dejson={"endpoint": "services/T/B/X"})}
+def test_slack_connection_goes_through_the_slack_provider(http_server, monkeypatch):
+    port, handler = http_server
+    set_conn(
+        monkeypatch,
+        WEBHOOK_CONN_ID,
+        conn_type="slackwebhook",
+        host=f"http://127.0.0.1:{port}",
+        password="services/T/B/X",
     )
-    assert n.notify({}) == "slack"
+    n = notifier()
+    n({})
+    assert n.sent_via == "slack"
     [req] = handler.received
     assert req["path"] == "/services/T/B/X"
     assert req["body"] == {"text": TEXT}
-    assert "Authorization" not in req["headers"]
 
 
-def test_webhook_failure_is_logged_not_raised(http_server, caplog):
-    url, handler = http_server
+def test_webhook_failure_is_logged_not_raised(http_server, monkeypatch, capsys):
+    port, handler = http_server
     handler.status = 500
-    n = notifier({WEBHOOK_CONN_ID: conn(host=url)})
-    with caplog.at_level("WARNING", logger="reid_tasks.notify"):
-        assert n.notify({}) == "error"
-    assert "could not send regression alerts through webhook" in caplog.text
-    assert "onnxruntime bs16 fp32 throughput 30.0" in caplog.text  # the text still reaches the log
+    set_conn(monkeypatch, WEBHOOK_CONN_ID, conn_type="http", host="127.0.0.1", port=port, schema="http")
+    n = notifier()
+    n({})
+    assert n.sent_via == "error"
+    logged = logs(capsys)
+    assert "could not send regression alerts through webhook" in logged
+    assert "onnxruntime bs16 fp32 throughput 30.0" in logged  # the text still reaches the log
 
 
-def test_no_connection_logs_the_alerts(caplog):
-    with caplog.at_level("WARNING", logger="reid_tasks.notify"):
-        assert notifier({}).notify({}) == "log"
-    assert TEXT in caplog.text
+def test_no_connection_logs_the_alerts(capsys):
+    n = notifier()
+    n({})
+    assert n.sent_via == "log" and TEXT in logs(capsys)
 
 
-def test_no_alerts_sends_nothing():
-    n = AlertNotifier(run_key=RUN_KEY, alerts=[], connection_getter=lambda _id: pytest.fail("looked up"))
-    assert n.notify({}) == "none"
-
-
-def test_webhook_url_forms():
-    assert webhook_url(conn(host="https://hooks.slack.com/services/A/B/C")) == "https://hooks.slack.com/services/A/B/C"
-    assert webhook_url(conn(host="alerts.example.com", port=8443, extra_dejson={"endpoint": "/v1/reid"})) == (
-        "https://alerts.example.com:8443/v1/reid"
-    )
-    assert webhook_url(conn(host="127.0.0.1", port=9000, schema="http")) == "http://127.0.0.1:9000"
+def test_no_alerts_sends_nothing(monkeypatch):
+    monkeypatch.setattr(reid_notify, "_connection", lambda conn_id: pytest.fail("looked up"))
+    n = AlertNotifier(run_key=RUN_KEY, alerts=[])
+    n({})
+    assert n.sent_via == "none"
 
 
 class _SMTPHandler(socketserver.StreamRequestHandler):
@@ -208,7 +225,7 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
                 w(b"250 OK\r\n")
 
 
-def test_smtp_sends_one_mail():
+def test_smtp_sends_one_mail_through_the_smtp_provider(monkeypatch):
     import email
     import email.policy
 
@@ -216,14 +233,22 @@ def test_smtp_sends_one_mail():
     server = socketserver.TCPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        smtp = conn(
+        set_conn(
+            monkeypatch,
+            SMTP_CONN_ID,
             conn_type="smtp",
             host="127.0.0.1",
             port=server.server_address[1],
-            extra_dejson={"to": "ops@example.com, ml@example.com", "from_email": "reid@example.com"},
+            extra={
+                "to": "ops@example.com, ml@example.com",
+                "from_email": "reid@example.com",
+                "disable_ssl": True,
+                "disable_tls": True,
+            },
         )
-        n = notifier({SMTP_CONN_ID: smtp})
-        assert n.notify({}) == "smtp"
+        n = notifier()
+        n({})
+        assert n.sent_via == "smtp"
     finally:
         server.shutdown()
         server.server_close()
@@ -231,10 +256,14 @@ def test_smtp_sends_one_mail():
     assert mail["from"] == "<reid@example.com>"
     assert mail["rcpt"] == ["<ops@example.com>", "<ml@example.com>"]
     msg = email.message_from_string(mail["data"], policy=email.policy.default)
-    assert msg["Subject"].strip() == n.subject
+    assert msg["Subject"].strip() == n.message.subject
     assert msg["To"] == "ops@example.com, ml@example.com"
-    assert msg.get_content().replace("\r\n", "\n").rstrip("\n") == TEXT
+    body = msg.get_body(("html",)).get_content().replace("\r\n", "\n").strip()
+    assert body == n.message.html()
 
 
-def test_smtp_without_recipients_is_an_error_not_an_exception():
-    assert notifier({SMTP_CONN_ID: conn(conn_type="smtp", host="127.0.0.1", port=1)}).notify({}) == "error"
+def test_smtp_without_recipients_is_an_error_not_an_exception(monkeypatch):
+    set_conn(monkeypatch, SMTP_CONN_ID, conn_type="smtp", host="127.0.0.1", port=1)
+    n = notifier()
+    n({})
+    assert n.sent_via == "error"
