@@ -2,7 +2,8 @@
 ### ReID offline-inference validation
 
 Validates the reid-strong-baseline person re-identification model (ResNet50 + BN neck, Market-1501)
-on every registered inference target, nightly and on demand:
+on every registered inference target, nightly, on demand, and whenever a training DAG updates the
+`reid_checkpoint` asset (the event's extra `checkpoint` names the file):
 
 1. **prepare_run**: refuse a trigger that sets anything but run settings (allow-list in
    `reid_tasks.settings`); read the deployment configuration on the worker (`$REID_CONFIG_FILE`, then the
@@ -16,7 +17,9 @@ on every registered inference target, nightly and on demand:
    `ascend310_devices` with a slot per device; the worker leases a free device), then **evaluate**
    Rank-k / mAP and parity.
 4. **record_results** into the results database, **check_regressions** against the reference metrics
-   and the history (fails the run and notifies when a rule fires), **finish** marks the run's status.
+   and the history (fails the run and notifies when a rule fires), **publish** (a passing run) emits the
+   validated model's asset through the `reid_validated_models` alias for promotion DAGs, **finish** marks
+   the run's status.
 
 Artifacts live in a per-run directory under `VALIDATION.ARTIFACTS_ROOT` (storage every worker sees);
 XCom only carries small JSON records. Results: `reid-validate results`, or the **ReID validation** page.
@@ -29,8 +32,21 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, dag, task
+from airflow.sdk import (
+    Asset,
+    AssetAlias,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    TaskGroup,
+    dag,
+    task,
+)
 
+from reid_tasks.assets import CHECKPOINT_ASSET, CHECKPOINT_EXTRA_KEY, VALIDATED_MODELS_ALIAS
 from reid_tasks.config import load_config
 from reid_tasks.settings import (
     BATCH_SIZE_RANGE,
@@ -45,6 +61,8 @@ from reid_tasks.targets import PRECISIONS, get_target, target_names
 CFG = load_config(os.environ.get("REID_CONFIG_FILE") or None)
 TARGETS = list(target_names())
 log = logging.getLogger("airflow.task")  # the task logger: lines land in the task's log
+CHECKPOINT = Asset(name=CHECKPOINT_ASSET)  # a training DAG updates it: a run validates the new checkpoint
+VALIDATED_MODELS = AssetAlias(name=VALIDATED_MODELS_ALIAS)  # one asset per validated model, emitted on success
 
 # Tool flakiness (ATC, a busy device, a database hiccup) can pass on retry; a wrong input cannot.
 NOT_RETRYABLE = ExceptionRetryPolicy(
@@ -212,9 +230,30 @@ def _params() -> dict[str, Param]:
 
 
 def _schedule() -> str | None:
-    """Cron from VALIDATION.SCHEDULE; $REID_SCHEDULE overrides ("none": manual runs only)."""
+    """Cron from VALIDATION.SCHEDULE; $REID_SCHEDULE overrides ("none": no cron)."""
     value = os.environ.get("REID_SCHEDULE") or CFG.VALIDATION.SCHEDULE
     return None if not value or value.strip().lower() in ("none", "null", "off") else value.strip()
+
+
+def _timetable() -> Any:
+    """The cron, or an update of the checkpoint asset, whichever comes first (the asset alone without a cron)."""
+    cron = _schedule()
+    if cron is None:
+        return [CHECKPOINT]
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone=UTC), assets=[CHECKPOINT])
+
+
+def _asset_params(context: Any) -> dict[str, str]:
+    """The checkpoint named by the latest checkpoint-asset event that triggered this run ({} otherwise)."""
+    events = context.get("triggering_asset_events")
+    if not events:
+        return {}
+    try:
+        latest = list(events[CHECKPOINT])[-1]
+    except (KeyError, IndexError):
+        return {}
+    checkpoint = (latest.extra or {}).get(CHECKPOINT_EXTRA_KEY)
+    return {"checkpoint": str(checkpoint)} if checkpoint else {}
 
 
 def _run_identity(context: Any) -> dict[str, str]:
@@ -227,7 +266,7 @@ def _run_identity(context: Any) -> dict[str, str]:
     base_url = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
     return {
         "run_key": f"{dag_run.dag_id}/{dag_run.run_id}",
-        "trigger": "scheduled" if run_type == "scheduled" else "manual",
+        "trigger": "scheduled" if run_type in ("scheduled", "asset_triggered") else "manual",
         "dag_id": dag_run.dag_id,
         "run_id": dag_run.run_id,
         "airflow_url": f"{base_url}/dags/{quote(dag_run.dag_id, safe='')}/runs/{quote(dag_run.run_id, safe='')}"
@@ -246,10 +285,11 @@ def prepare_run(**context: Any) -> dict:
     from reid_tasks.settings import DEPLOYMENT_VARIABLE
 
     params, identity = context["params"], _run_identity(context)
+    from_asset = _asset_params(context)  # a training DAG's checkpoint: a run setting, checked like a trigger's
     return steps.prepare_triggered_run(
-        {k: params[k] for k in params},  # Airflow merged the conf into them, undeclared keys included
+        {k: params[k] for k in params} | from_asset,  # Airflow merged the conf into them, undeclared keys included
         conf=context["dag_run"].conf or {},
-        scheduled=identity["trigger"] == "scheduled",
+        scheduled=identity["trigger"] == "scheduled" and not from_asset,
         deployment_text=Variable.get(DEPLOYMENT_VARIABLE, default=None),
         **identity,
     )
@@ -352,6 +392,26 @@ def check_regressions(ctx: dict, recorded: dict, **context: Any) -> dict:
     return {"run_key": ctx["run_key"], "alerts": 0, "checks_passed": checks, "no_verdict": no_verdict}
 
 
+@task(outlets=[VALIDATED_MODELS], execution_timeout=timedelta(minutes=5))
+def publish(ctx: dict, export: dict, verdict: dict, **context: Any) -> dict:
+    """The run passed: an event for the validated model's asset, through the alias promotion DAGs watch."""
+    from reid_tasks.assets import validated_model_name, validated_model_uri
+
+    sha = str(export["checkpoint_sha256"])
+    model = Asset(name=validated_model_name(sha), uri=validated_model_uri(sha))
+    extra = {
+        "run_key": ctx["run_key"],
+        "checkpoint": ctx["checkpoint"],
+        "checkpoint_sha256": sha,
+        "onnx_sha256": export.get("onnx_sha256"),
+        "targets": list(ctx["targets"]),
+        "checks_passed": verdict.get("checks_passed"),
+    }
+    context["outlet_events"][VALIDATED_MODELS].add(model, extra=extra)
+    log.info("validated model %s (%s)", model.name, model.uri)
+    return {"asset": model.uri, **extra}
+
+
 @task(execution_timeout=timedelta(minutes=5))
 def finish(ctx: dict | None, **context: Any) -> str:
     """Mark the run finished in the results database, whatever happened upstream: 'failed' when a step
@@ -368,11 +428,11 @@ def finish(ctx: dict | None, **context: Any) -> str:
 
 @dag(
     dag_id="reid_validation",
-    schedule=_schedule(),
+    schedule=_timetable(),
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    tags=["reid", "validation", "onnx", "ascend310"],
+    tags=["reid", "validation", "onnx"],
     doc_md=__doc__,
     default_args={"owner": "reid", "retries": 0, "execution_timeout": timedelta(hours=2)},
 )
@@ -396,6 +456,7 @@ def reid_validation() -> None:
             evaluated.append(evaluate.partial(ctx=ctx, data=data, reference=reference).expand(bench=benches))
 
     verdict = check_regressions(ctx, record_results(ctx, evaluated, onnx, data))
+    publish(ctx, onnx, verdict)
     verdict >> finish(ctx).as_teardown()
 
 

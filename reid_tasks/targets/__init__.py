@@ -65,22 +65,42 @@ def _discover() -> None:
     global _discovered
     if _discovered:
         return
-    from importlib.metadata import entry_points
-
-    found = entry_points(group=ENTRY_POINT_GROUP)
+    found = _entry_points()
     if not found:
         raise TargetError(
             f"no inference target is declared in the entry-point group {ENTRY_POINT_GROUP!r}: reid-validate is "
             "not installed, or installed before its targets became entry points (pip install -e . again)"
         )
     seen: dict[str, str] = {}
-    for ep in found:
-        where = f"{ep.value} ({ep.dist.name if ep.dist else 'unknown distribution'})"
-        if ep.name in seen and seen[ep.name] != where:
-            raise TargetError(f"target {ep.name!r} is declared twice: {seen[ep.name]} and {where}")
-        seen[ep.name] = where
-        _REGISTRY.setdefault(ep.name, ep.value)
+    for name, value, dist in found:
+        where = f"{value} ({dist})"
+        if name in seen and seen[name] != where:
+            raise TargetError(f"target {name!r} is declared twice: {seen[name]} and {where}")
+        seen[name] = where
+        _REGISTRY.setdefault(name, value)
     _discovered = True
+
+
+def _entry_points() -> list[tuple[str, str, str]]:
+    """(name, "module:Class", distribution) of the group, first distribution of a name on sys.path winning.
+
+    Equivalent to ``entry_points(group=...)`` but parses only the distributions that declare the group: the DAG
+    does this while it is parsed, and building every distribution's entry points costs ~4x more.
+    """
+    from importlib.metadata import distributions
+
+    header = f"[{ENTRY_POINT_GROUP}]"
+    out: list[tuple[str, str, str]] = []
+    dists: set[str] = set()
+    for dist in distributions():
+        text = dist.read_text("entry_points.txt")
+        if not text or header not in text:
+            continue
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name not in dists:  # the same distribution found again further down sys.path
+            dists.add(name)
+            out += [(ep.name, ep.value, name) for ep in dist.entry_points.select(group=ENTRY_POINT_GROUP)]
+    return out
 
 
 def register_target(name: str, factory: str | Callable[..., Target], *, replace: bool = False) -> None:

@@ -21,6 +21,7 @@ TOP_TASKS = {
     "reference_features",
     "record_results",
     "check_regressions",
+    "publish",
     "finish",
 }
 
@@ -42,6 +43,7 @@ def test_flow(dag):
         assert f"{name}.evaluate" in t["record_results"].upstream_task_ids
     assert t["check_regressions"].upstream_task_ids >= {"record_results"}
     assert t["finish"].upstream_task_ids >= {"check_regressions", "prepare_run"}
+    assert t["publish"].upstream_task_ids == {"check_regressions", "export_model", "prepare_run"}
 
 
 def test_fan_out_is_mapped_per_group(dag):
@@ -102,7 +104,11 @@ def test_every_task_has_an_execution_timeout(dag):
 
 
 def test_dag_settings(dag):
-    assert "0 2 * * *" in repr(dag.timetable) and type(dag.timetable).__name__ == "CronTriggerTimetable"
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"  # the cron, or a new checkpoint (assets)
+    assert (
+        "0 2 * * *" in repr(dag.timetable.timetable)
+        and type(dag.timetable.timetable).__name__ == "CronTriggerTimetable"
+    )
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     assert dag.start_date.tzinfo is not None
