@@ -49,7 +49,7 @@ def isa() -> str:
 
 def market_sized_set(work: Path) -> tuple[Path, float]:
     """A synthetic Market-1501 of exactly 19,281 images (surplus distractors generated, then removed)."""
-    from reid_tasks.datasets import make_synthetic_market1501
+    from reid_tasks.synthetic import make_synthetic_market1501
 
     t0 = time.perf_counter()
     info = make_synthetic_market1501(

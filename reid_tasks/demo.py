@@ -46,9 +46,9 @@ def ensure_demo_data(directory: str | os.PathLike[str], num_ids: int = DEMO_NUM_
     import torch
 
     from .config import load_config
-    from .datasets import make_synthetic_market1501
     from .model import write_demo_checkpoint
     from .preprocess import preprocess_image
+    from .synthetic import make_synthetic_market1501
 
     directory = Path(directory).expanduser().resolve()
     paths = demo_paths(directory)

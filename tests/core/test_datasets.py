@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid_tasks.datasets import ImageItem, Market1501, make_synthetic_market1501, parse_market_name
+from reid_tasks.datasets import ImageItem, Market1501, parse_market_name
 from reid_tasks.errors import DatasetError
+from reid_tasks.synthetic import make_synthetic_market1501
 
 NUM_IDS = 10
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from reid_tasks.config import load_config
-from reid_tasks.datasets import ImageItem, Market1501, make_synthetic_market1501
+from reid_tasks.datasets import ImageItem, Market1501
 from reid_tasks.errors import PreprocessError
 from reid_tasks.preprocess import (
     TensorCache,
@@ -26,6 +26,7 @@ from reid_tasks.preprocess import (
     reference_resized,
 )
 from reid_tasks.preprocess.image import upscale2x_into
+from reid_tasks.synthetic import make_synthetic_market1501
 
 # x * (1 / (255 std)) - mean / std vs (x / 255 - mean) / std: float32 rounding only, far below one grey level
 FLOAT_TOL = 1e-5

@@ -16,10 +16,11 @@ import pytest
 
 from reid_tasks import storage
 from reid_tasks.config import load_config
-from reid_tasks.datasets import Market1501, make_synthetic_market1501
+from reid_tasks.datasets import Market1501
 from reid_tasks.errors import PreprocessError
 from reid_tasks.preprocess import preprocess_dataset, preprocess_image, seed_layout, shared_layout_dir
 from reid_tasks.storage import DiskSpaceError
+from reid_tasks.synthetic import make_synthetic_market1501
 
 
 @pytest.fixture(scope="module")

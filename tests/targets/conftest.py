@@ -136,8 +136,9 @@ def real_onnx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 def small_cache(tmp_path_factory: pytest.TempPathFactory):
     """A real TensorCache of a small synthetic Market-1501 (query first, then gallery)."""
     from reid_tasks.config import load_config
-    from reid_tasks.datasets import Market1501, make_synthetic_market1501
+    from reid_tasks.datasets import Market1501
     from reid_tasks.preprocess import preprocess_dataset
+    from reid_tasks.synthetic import make_synthetic_market1501
 
     root = tmp_path_factory.mktemp("market")
     info = make_synthetic_market1501(root, num_ids=4, gallery_per_id=2, num_distractors=2, num_junk=1)

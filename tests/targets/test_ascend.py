@@ -275,8 +275,9 @@ def test_real_tensor_cache_keeps_query_then_gallery_order(
     target: AscendTarget, tiny_onnx: Path, tmp_path: Path, ort_ref
 ) -> None:
     """The preprocessing module's TensorCache and its seed layout (Market names, query then gallery)."""
-    from reid_tasks.datasets import Market1501, make_synthetic_market1501
+    from reid_tasks.datasets import Market1501
     from reid_tasks.preprocess import preprocess_dataset
+    from reid_tasks.synthetic import make_synthetic_market1501
 
     make_synthetic_market1501(tmp_path / "market", num_ids=4, num_distractors=2, num_junk=1)
     cache = preprocess_dataset(
