@@ -126,3 +126,21 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     yield home
+
+
+def run_env(home: Path, tmp: Path, **extra: str) -> dict[str, str]:
+    """``airflow_env`` for a ``dag.test()`` run whose data and results database live under ``tmp``."""
+    return airflow_env(
+        home, REID_DATA_DIR=str(tmp / "data"), REID_RESULTS_DB_URL=f"sqlite:///{tmp / 'results.sqlite'}", **extra
+    )
+
+
+def quick_conf(target: str, dataset_root: Path, checkpoint: Path) -> dict[str, Any]:
+    """A trigger conf validating ``target`` at one batch size with one timed pass (the smallest real run)."""
+    return {
+        "targets": [target],
+        "batch_sizes": [2],
+        "dataset_root": str(dataset_root),
+        "checkpoint": str(checkpoint),
+        "config_overrides": ["VALIDATION.BENCH.REPEATS 1"],
+    }

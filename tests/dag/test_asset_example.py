@@ -14,7 +14,7 @@ import pytest
 
 from reid_tasks.assets import CHECKPOINT_ASSET, VALIDATED_MODELS_ALIAS, validated_model_uri
 
-from .conftest import DAG_FILE, ROOT, airflow_env, last_json, run_py
+from .conftest import DAG_FILE, ROOT, last_json, quick_conf, run_env, run_py
 
 EXAMPLES = ROOT / "examples" / "assets"
 
@@ -101,25 +101,19 @@ print(json.dumps(out, default=str))
 def test_checkpoint_event_queues_validation_and_a_pass_publishes_the_model(
     dag_folder: Path, airflow_home: Path, synthetic_market: Path, demo_checkpoint: Path, tmp_path: Path
 ) -> None:
-    env = airflow_env(
+    env = run_env(
         airflow_home,
+        tmp_path,
         AIRFLOW__CORE__DAGS_FOLDER=str(dag_folder),
+        REID_ALLOWED_ROOTS=str(synthetic_market.parent),  # the test data, outside the data dir
         REID_SCHEDULE="0 2 * * *",
-        REID_DATA_DIR=str(tmp_path / "data"),
-        REID_RESULTS_DB_URL=f"sqlite:///{tmp_path / 'results.sqlite'}",
         REID_EXAMPLE_CHECKPOINT_DIR=str(tmp_path / "ckpt"),
     )
     proc = subprocess.run(
         [sys.executable, "-m", "airflow", "dags", "reserialize"], env=env, cwd=ROOT, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    conf = {
-        "targets": ["onnxruntime"],
-        "batch_sizes": [2],
-        "dataset_root": str(synthetic_market),
-        "checkpoint": str(demo_checkpoint),
-        "config_overrides": ["VALIDATION.BENCH.REPEATS 1"],
-    }
+    conf = quick_conf("onnxruntime", synthetic_market, demo_checkpoint)
     proc = run_py(_RUNNER, env, json.dumps(conf), CHECKPOINT_ASSET, timeout=840)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     out = last_json(proc.stdout)

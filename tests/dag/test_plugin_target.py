@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, airflow_env, last_json, run_py
+from .conftest import ROOT, last_json, quick_conf, run_env, run_py
 
 TOY_MODULE = '''
 from typing import Any, ClassVar
@@ -116,22 +116,9 @@ print(json.dumps(out))
 def test_dag_offers_schedules_and_runs_the_plugin_target(
     toy_site: Path, airflow_home: Path, synthetic_market: Path, demo_checkpoint: Path, tmp_path: Path
 ) -> None:
-    env = _env(
-        toy_site,
-        airflow_env(
-            airflow_home,
-            REID_DATA_DIR=str(tmp_path / "data"),
-            REID_RESULTS_DB_URL=f"sqlite:///{tmp_path / 'results.sqlite'}",
-            REID_ALLOWED_ROOTS=str(synthetic_market.parent),  # the test data, outside the data dir
-        ),
-    )
-    conf = {
-        "targets": ["toy"],
-        "batch_sizes": [2],
-        "dataset_root": str(synthetic_market),
-        "checkpoint": str(demo_checkpoint),
-        "config_overrides": ["VALIDATION.BENCH.REPEATS 1"],
-    }
+    # the test data lie outside the data dir: allow them as a deployment would
+    env = _env(toy_site, run_env(airflow_home, tmp_path, REID_ALLOWED_ROOTS=str(synthetic_market.parent)))
+    conf = quick_conf("toy", synthetic_market, demo_checkpoint)
     proc = run_py(_RUNNER, env, json.dumps(conf), timeout=840)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     out = last_json(proc.stdout)
