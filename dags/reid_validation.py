@@ -240,7 +240,7 @@ def _timetable() -> Any:
     cron = _schedule()
     if cron is None:
         return [CHECKPOINT]
-    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone=UTC), assets=[CHECKPOINT])
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=[CHECKPOINT])
 
 
 def _asset_params(context: Any) -> dict[str, str]:
