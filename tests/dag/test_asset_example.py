@@ -67,11 +67,15 @@ import json, os, sys
 from airflow import settings
 from airflow.dag_processing.dagbag import DagBag
 from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
-from sqlalchemy import select
+from airflow.models.dag import DagModel
+from sqlalchemy import select, update
 
 bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
 assert not bag.import_errors, bag.import_errors
 session = settings.Session()
+# asset events queue only unpaused DAGs (the test home pauses DAGs at creation)
+session.execute(update(DagModel).where(DagModel.dag_id.in_(list(bag.dags))).values(is_paused=False))
+session.commit()
 
 def events(prefix):
     rows = session.execute(
@@ -130,3 +134,4 @@ def test_checkpoint_event_queues_validation_and_a_pass_publishes_the_model(
     assert extra["checkpoint_sha256"] == sha and extra["run_key"].startswith("reid_validation/")
     assert extra["targets"] == ["onnxruntime"] and extra["checkpoint"] == str(demo_checkpoint)
     assert os.path.isfile(extra["checkpoint"])
+    assert "reid_example_promote" in out["queued_after_validation"]  # the promotion DAG would run next
