@@ -79,13 +79,19 @@ def heavy_modules(added: list[str]) -> list[str]:
 
 
 def cpu_model() -> str:
+    """CPU model name and the ISA extensions present (x86 SIMD or Arm)."""
+    model = platform.processor() or platform.machine()
+    flags: list[str] = []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")) and not flags:
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "neon", "asimd") if f in have]
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return f"{model}, {platform.machine()} {' '.join(flags) or 'baseline ISA'}"
 
 
 def main(argv: list[str] | None = None) -> int:
