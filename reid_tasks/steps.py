@@ -117,6 +117,7 @@ def _run_info(ctx: Mapping[str, Any], **extra: Any) -> Any:
         config_overrides={k: v for k, v in overrides(cfg_of(ctx)).items() if k not in SECRET_KEYS},
         notes=ctx.get("notes", ""),
         airflow_url=ctx.get("airflow_url"),
+        kind=ctx.get("run_kind", "configured"),
         **extra,
     )
 

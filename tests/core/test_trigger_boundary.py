@@ -244,6 +244,10 @@ def test_demo_run_only_where_the_deployment_allows_it(deploy):
     ctx = steps.prepare_triggered_run({"notes": None, "config_overrides": None}, run_key="t/demo")
     demo = data / "demo"
     assert ctx["run_kind"] == "demo"
+    from reid_tasks.results import ResultsStore
+
+    [run] = [r for r in ResultsStore.open(None).runs() if r.run_key == "t/demo"]
+    assert run.kind == "demo"  # recorded as a demo run
     assert ctx["dataset_root"] == str(demo / "market1501") and ctx["checkpoint"] == str(
         demo / "demo_resnet50_bnneck.pth"
     )
