@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from reid_tasks.errors import ResultsError, ResultsNotFound
-from reid_tasks.results import ResultsStore, resolve_url
+from reid_tasks.results import ResultsStore, RuleConfig, resolve_url
 
 from . import queries
 from .auth import AirflowAuth, AuthBackend, Principal, app_dependencies, check_csrf, principal_dependency
@@ -78,31 +78,30 @@ class StoreHolder:
                 self._store = None
 
 
-def deployment_reference() -> dict[tuple[str, str, int], float]:
-    """The reference card throughputs of the deployment's config (``$REID_CONFIG_FILE`` over the defaults):
-    the figures the regression rule compares with, shown beside the matching report rows."""
+def deployment_rules() -> RuleConfig:
+    """The rule settings of the deployment's config (``$REID_CONFIG_FILE`` over the defaults): the reference
+    figures run reports show beside the matching rows are the ones the reference rule compares with."""
     from reid_tasks.config import load_config
 
-    cfg = load_config(os.environ.get("REID_CONFIG_FILE") or None)
-    return queries.reference_throughput(cfg.VALIDATION.RULES.REFERENCE_THROUGHPUT)
+    return RuleConfig.from_cfg(load_config(os.environ.get("REID_CONFIG_FILE") or None))
 
 
 def create_app(
     *,
     db_url: str | None = None,
     auth: AuthBackend | None = None,
-    reference: dict[tuple[str, str, int], float] | None = None,
+    rules: RuleConfig | None = None,
 ) -> FastAPI:
     """The /reid app. ``db_url``: results database (None: see ``StoreHolder``); ``auth``: defaults to the
-    running Airflow's auth manager; ``reference``: (target, device kind, batch) -> card samples/s shown in
-    run reports (None: ``deployment_reference()``, read on first use)."""
+    running Airflow's auth manager; ``rules``: whose reference figures run reports show (None:
+    ``deployment_rules()``, read on first use)."""
     holder = StoreHolder(db_url)
-    references: list[dict[tuple[str, str, int], float]] = [] if reference is None else [reference]
+    loaded: list[RuleConfig] = [] if rules is None else [rules]
 
-    def reference_figures() -> dict[tuple[str, str, int], float]:
-        if not references:
-            references.append(deployment_reference())
-        return references[0]
+    def rule_config() -> RuleConfig:
+        if not loaded:
+            loaded.append(deployment_rules())
+        return loaded[0]
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -240,7 +239,7 @@ def create_app(
 
     def report_response(request: Request, principal: Principal, db: ResultsStore, run_key: str) -> Response:
         try:
-            report = queries.run_report(db, run_key, reference_figures())
+            report = queries.run_report(db, run_key, rule_config())
         except ResultsNotFound:
             return templates.TemplateResponse(
                 request,
@@ -251,7 +250,7 @@ def create_app(
         return templates.TemplateResponse(
             request,
             "report.html",
-            page_context(request, principal, run_key=run_key, report=report, perf_columns=queries.REPORT_PERF_COLUMNS),
+            page_context(request, principal, run_key=run_key, report=report),
         )
 
     RunKey = Annotated[str, Query(min_length=1, max_length=250, description="the run's key")]
@@ -368,7 +367,7 @@ def create_app(
     def api_report(_user: ApiUser, db: Store, run: RunKey) -> dict[str, Any]:
         """One run's report: performance by batch size with reference figures, accuracy and parity,
         failures, alerts, and what changed since the run before it (404 for an unknown run)."""
-        return queries.run_report(db, run, reference_figures())
+        return queries.run_report(db, run, rule_config())
 
     @app.get("/api/alerts")
     def api_alerts(

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from reid_tasks.results import AlertRecord, ResultsStore
+from reid_tasks.results import AlertRecord, ResultsStore, RuleConfig
 
 from .filters import ResultFilters, SeriesSelector
 
@@ -211,15 +211,11 @@ ACCURACY_FIELDS = ("rank1", "rank5", "rank10", "mAP", "mINP", "rerank_rank1", "r
 _RUN_FIELDS_COMPARED = ("model_sha256", "onnx_sha256", "dataset_fingerprint", "config_overrides", "environment")
 
 
-def reference_throughput(rows: Iterable[Iterable[Any]]) -> dict[tuple[str, str, int], float]:
-    """``VALIDATION.RULES.REFERENCE_THROUGHPUT`` rows (target, device kind, batch, card samples/s) as a map."""
-    return {(str(t), str(d), int(b)): float(v) for t, d, b, v in rows}
-
-
-def run_report(store: ResultsStore, run_key: str, reference: Mapping[tuple[str, str, int], float]) -> dict[str, Any]:
+def run_report(store: ResultsStore, run_key: str, rules: RuleConfig) -> dict[str, Any]:
     """Everything about one run: performance by batch size per (target, device, precision) with the
-    reference figures beside the rows that have one, accuracy and parity per artifact, failures, alerts,
-    and what changed since the run before it. ``ResultsNotFound`` when the run is unknown."""
+    reference figures of ``rules`` (those the reference rule compares with) beside the rows that have one,
+    accuracy and parity per artifact, failures, alerts, and what changed since the run before it.
+    ``ResultsNotFound`` when the run is unknown."""
     run = store.get_run(run_key)
     rows = [r.to_dict() for r in store.results(run_key=run_key, limit=10_000)]
     groups: dict[tuple[str, str | None, str], dict[str, Any]] = {}
@@ -230,12 +226,18 @@ def run_report(store: ResultsStore, run_key: str, reference: Mapping[tuple[str, 
         group = groups.setdefault(
             key, {"target": key[0], "device_kind": key[1], "precision": key[2], "rows": [], "has_reference": False}
         )
-        ref = reference.get((r["target"], r.get("device_kind") or "", int(r["batch_size"])))
+        ref = rules.reference_for(r["target"], r.get("device_kind") or "", int(r["batch_size"]), r["precision"])
         measured = r.get("card_throughput") or r.get("throughput_best")
         r["reference"] = ref
         r["vs_reference"] = measured / ref if ref and measured else None
         group["has_reference"] |= ref is not None
         group["rows"].append(r)
+    for group in groups.values():  # the columns measured in this group (batch size always)
+        group["columns"] = [
+            c
+            for c in REPORT_PERF_COLUMNS
+            if c[0] == "batch_size" or any(r.get(c[0]) is not None for r in group["rows"])
+        ]
     accuracy = [r for r in rows if any(r.get(f) is not None for f in ACCURACY_FIELDS)]
     failures_of = getattr(store, "failures", None)  # the failures table arrives with migration 0002
     return {

@@ -10,52 +10,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from plugin_seed import DAG_ID, NIGHTS, seed
-from plugin_support import USERS, auth_env, write_passwords
+from plugin_support import CHROMIUM, CHROMIUM_ARGS, USERS, auth_env, free_port, wait_healthy, write_passwords
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output" / "plugin"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"api-server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1.0)
-    raise AssertionError(f"api-server not healthy after {timeout:.0f}s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture
@@ -67,7 +33,7 @@ def airflow_server(tmp_path: Path):
     (home / "dags").mkdir(parents=True)
     results_url = f"sqlite:///{tmp_path / 'results.sqlite'}"
     seed(results_url)
-    port = _free_port()
+    port = free_port()
     plugins_folder = tmp_path / "plugins"  # empty: the package's entry point registers the plugin
     plugins_folder.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "REID_"))}
@@ -102,7 +68,7 @@ def airflow_server(tmp_path: Path):
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, proc, log)
+        wait_healthy(base, proc, log)
         yield base
     finally:
         if proc.poll() is None:

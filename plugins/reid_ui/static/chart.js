@@ -152,7 +152,7 @@
       var link = el("a", { href: root + "/" + p.report_path, "class": "point-link" }, svg);
       var g = el("g", { "class": "point" + (p.good ? "" : " not-good") }, link);
       el("circle", { cx: x(i), cy: y(p.value), r: 4 }, g);
-      el("circle", { cx: x(i), cy: y(p.value), r: 10, "class": "hit" }, g);  // an easier hover target
+      el("circle", { cx: x(i), cy: y(p.value), r: 10, "class": "hit", style: "fill: transparent; stroke: none" }, g);  // an easier hover target
       withTip(g, lines);
       if (alerted[p.run_key]) {
         var cx = x(i), cy = y(p.value) - 10;
@@ -228,7 +228,7 @@
         } else {
           el("circle", { cx: x(p[0]), cy: y(p[1]), r: 4 }, g);
         }
-        el("circle", { cx: x(p[0]), cy: y(p[1]), r: 10, "class": "hit" }, g);
+        el("circle", { cx: x(p[0]), cy: y(p[1]), r: 10, "class": "hit", style: "fill: transparent; stroke: none" }, g);
         withTip(g, [s.name + ", batch " + r.batch_size, fmt(p[1]) + " " + unit]);
       });
     });

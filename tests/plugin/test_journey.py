@@ -1,0 +1,245 @@
+"""A new user's journey in Debian's Chromium against `make airflow` (scripts/airflow_standalone.sh: airflow
+standalone with the LocalExecutor, SQLite), on a small demo deployment configuration ($REID_CONFIG_FILE):
+
+log in -> open the DAG -> trigger it from the form with its defaults -> wait for the run's success -> open
+"ReID validation" from Airflow's nav -> find the run's rows -> open its report -> follow the link to the
+Airflow run -> its "ReID report" tab; screenshots at 1440x900 in test-output/journey/. Then TERM stops
+the script with every process Airflow started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from plugin_support import CHROMIUM, CHROMIUM_ARGS, USERS, auth_env, free_port, wait_healthy, write_passwords
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "test-output" / "journey"
+DAG_ID = "reid_validation"
+VIEWPORT = {"width": 1440, "height": 900}
+RUN_TIMEOUT_S = 900
+# A deployment's small demo configuration: two batch sizes, one timed repetition, a small parity sample.
+DEMO_CONFIG = """\
+VALIDATION:
+  TARGETS: [onnxruntime]
+  BATCH_SIZES: [1, 4]
+  PRECISIONS: [fp32]
+  BENCH:
+    WARMUP: 1
+    REPEATS: 1
+    PURE_BATCHES: 2
+  PARITY:
+    SAMPLE: 32
+"""
+
+
+def _descendants(pid: int) -> set[int]:
+    """Processes below ``pid`` (from /proc, any session)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def standalone(tmp_path: Path):
+    """`scripts/airflow_standalone.sh` on a free port with a temp AIRFLOW_HOME and data directory."""
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium chromium-driver")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = tmp_path / "deployment.yml"
+    config.write_text(DEMO_CONFIG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "REID_"))}
+    env.update(
+        auth_env(write_passwords(tmp_path / "passwords.json")),
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__BASE_URL=base,
+        REID_DATA_DIR=str(tmp_path / "data"),
+        REID_CONFIG_FILE=str(config),
+        REID_SCHEDULE="none",
+        REID_STOP_TIMEOUT_S="60",
+    )
+    log = OUTPUT / "airflow-standalone.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["bash", str(ROOT / "scripts" / "airflow_standalone.sh")],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    state = {"base": base, "proc": proc, "log": log, "stopped": False}
+    try:
+        wait_healthy(base, proc, log, timeout=300)
+        yield state
+    finally:
+        if proc.poll() is None:  # the test failed before its own stop: clean up
+            leftover = _descendants(proc.pid)
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            for pid in leftover:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _api(base: str, token: str, path: str) -> dict:
+    req = urllib.request.Request(f"{base}{path}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def _token(base: str, user: str, password: str) -> str:
+    body = json.dumps({"username": user, "password": password}).encode()
+    req = urllib.request.Request(f"{base}/auth/token", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)["access_token"]
+
+
+def _wait_for_run(base: str, token: str) -> dict:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        runs = _api(base, token, f"/api/v2/dags/{DAG_ID}/dagRuns?order_by=-start_date&limit=5")["dag_runs"]
+        if runs and runs[0]["state"] in ("success", "failed"):
+            return runs[0]
+        time.sleep(5)
+    raise AssertionError(f"the run did not finish within {RUN_TIMEOUT_S}s")
+
+
+def _failed_tasks(base: str, token: str, run_id: str) -> list[str]:
+    tis = _api(base, token, f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=100")
+    return [f"{t['task_id']}[{t['map_index']}]: {t['state']}" for t in tis["task_instances"] if t["state"] != "success"]
+
+
+def test_trigger_with_defaults_and_follow_the_results(standalone):
+    from playwright.sync_api import expect, sync_playwright
+
+    base = standalone["base"]
+    user, (_, password) = "editor", USERS["editor"]
+    shot = lambda page, name: page.screenshot(path=str(OUTPUT / f"{name}.png"))  # noqa: E731
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+            # Log in.
+            page.goto(f"{base}/")
+            page.wait_for_url("**/auth/login**")
+            page.fill("input[name=username]", user)
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: "/auth/login" not in url)
+
+            # Open the DAG from the Dags list (it appears once the dag processor has parsed it).
+            deadline = time.monotonic() + 240
+            while True:
+                page.goto(f"{base}/dags")
+                link = page.get_by_role("link", name=DAG_ID, exact=True)
+                try:
+                    expect(link.first).to_be_visible(timeout=10_000)
+                    break
+                except AssertionError:
+                    assert time.monotonic() < deadline, "the DAG never appeared in the Dags list"
+            link.first.click()
+            page.wait_for_url(re.compile(rf"/dags/{DAG_ID}/?$"))
+            trigger = page.get_by_role("button", name="Trigger Dag").first
+            expect(trigger).to_be_visible()
+            page.wait_for_timeout(1500)  # let the DAG page finish drawing before the screenshot
+            shot(page, "01-dag")
+
+            # Trigger from the form, changing nothing ("Unpause on trigger" is ticked by default).
+            trigger.click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog.get_by_text("Run Parameters")).to_be_visible()
+            submit = dialog.get_by_role("button", name="Trigger", exact=True)
+            expect(submit).to_be_enabled()
+            shot(page, "02-trigger-form")
+            submit.click()
+            page.wait_for_url(f"**/dags/{DAG_ID}/runs/**")
+
+            token = _token(base, user, password)
+            run = _wait_for_run(base, token)
+            run_id = run["dag_run_id"]
+            assert run["state"] == "success", _failed_tasks(base, token, run_id)
+            page.goto(f"{base}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}")
+            expect(page.get_by_text("Success").first).to_be_visible()
+            shot(page, "03-run-success")
+
+            # "ReID validation" from Airflow's nav (Browse menu): the page in Airflow's iframe.
+            page.get_by_role("button", name="Browse").click()
+            page.get_by_role("menuitem", name="ReID validation").click()
+            page.wait_for_url("**/plugin/reid-validation**")
+            frame = page.frame_locator('iframe[title="ReID validation"]')
+            rows = frame.locator(f'table#results tbody tr[data-run-key="{DAG_ID}/{run_id}"]')
+            expect(rows).to_have_count(2)  # batch 1 and 4
+            expect(frame.locator("figure.chart svg.trend").first).to_be_visible()
+            wrap = frame.locator("#results").locator("xpath=..")
+            assert wrap.evaluate("w => w.scrollWidth <= w.clientWidth"), "the results table scrolls sideways"
+            assert frame.locator("html").evaluate("h => h.scrollWidth <= h.clientWidth"), "the page scrolls sideways"
+            shot(page, "04-results")
+
+            # The run's report, from its row.
+            rows.first.locator("a.report-link").click()
+            expect(frame.locator("#performance h3")).to_contain_text("onnxruntime")
+            expect(frame.locator("#performance table tbody tr")).to_have_count(2)
+            expect(frame.locator("figure.batch-chart svg")).to_have_count(2)
+            expect(frame.locator("#accuracy table tbody tr")).to_have_count(2)
+            shot(page, "05-report")
+
+            # The run link opens the Airflow run inside Airflow's navigation, whose run page has the report tab.
+            frame.locator("#airflow-run-link").click()
+            page.wait_for_url(f"**/dags/{DAG_ID}/runs/{quote(run_id, safe='')}**")
+            shot(page, "06-airflow-run")
+            page.get_by_text("ReID report", exact=True).click()
+            tab = page.frame_locator('iframe[title="ReID report"]')
+            expect(tab.locator("#performance table tbody tr")).to_have_count(2)
+            shot(page, "07-run-report-tab")
+        finally:
+            expect.set_options(timeout=5_000)  # Playwright's default, for the tests after this one
+            browser.close()
+
+    # `make airflow` stops cleanly: TERM reaches every process Airflow started.
+    proc = standalone["proc"]
+    started = _descendants(proc.pid)
+    assert len(started) >= 4, started  # scheduler, dag processor, triggerer, api-server, executor workers
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    time.sleep(1)
+    assert [pid for pid in started if _alive(pid)] == []
