@@ -29,9 +29,11 @@ OUTPUT = ROOT / "test-output" / "journey"
 DAG_ID = "reid_validation"
 VIEWPORT = {"width": 1440, "height": 900}
 RUN_TIMEOUT_S = 900
-# A deployment's small demo configuration: two batch sizes, one timed repetition, a small parity sample.
+# A deployment's small demo configuration: demo runs allowed, two batch sizes, one timed repetition, a small
+# parity sample (reid_tasks/configs/demo_deployment.yml, made smaller).
 DEMO_CONFIG = """\
 VALIDATION:
+  DEMO: True
   TARGETS: [onnxruntime]
   BATCH_SIZES: [1, 4]
   PRECISIONS: [fp32]
