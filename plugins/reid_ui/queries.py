@@ -239,14 +239,13 @@ def run_report(store: ResultsStore, run_key: str, rules: RuleConfig) -> dict[str
             if c[0] == "batch_size" or any(r.get(c[0]) is not None for r in group["rows"])
         ]
     accuracy = [r for r in rows if any(r.get(f) is not None for f in ACCURACY_FIELDS)]
-    failures_of = getattr(store, "failures", None)  # the failures table arrives with migration 0002
     return {
         "run": {**run.to_dict(), "airflow_run": airflow_run(run.dag_id, run.run_id)},
         "simulated": any(r.get("simulated") for r in rows),
         "environment": sorted(_flatten(run.environment, "").items()),
         "perf_groups": list(groups.values()),
         "accuracy": accuracy,
-        "failures": [f.to_dict() for f in failures_of(run_key)] if failures_of else None,
+        "failures": [f.to_dict() for f in store.failures(run_key)],
         "alerts": [alert_dict(a) for a in store.alerts(run_key=run_key)],
         "changes": changes_since_previous(store, run),
     }

@@ -117,3 +117,48 @@ def test_ascend_rows_show_the_seed_reference(rw_client, tokens, results_db):
     assert all(r["vs_reference"] == pytest.approx(0.9) for r in group["rows"])
     html = rw_client.get("/reid/report", params={"run": key}, headers=bearer(tokens["viewer"])).text
     assert "Seed reference" in html and "1446.188" in html and "90 %" in html
+
+
+def test_failures_and_demo_simulated_markers(rw_client, tokens, results_db):
+    from reid_tasks.results import FailureRow, PerfRow, ResultsStore, RunInfo
+
+    key = "demo-with-failure"
+    with ResultsStore.open(results_db["url"]) as store:
+        store.start_run(RunInfo(run_key=key, trigger="cli", kind="demo"))
+        store.record_perf(
+            key,
+            PerfRow(
+                target="ascend310",
+                device_kind="Ascend310",
+                batch_size=1,
+                precision="fp16",
+                mode="real",
+                throughput_best=300.0,
+                throughput_median=290.0,
+                simulated=True,
+            ),
+        )
+        store.record_failure(
+            key,
+            FailureRow(
+                target="ascend310",
+                batch_size=4,
+                precision="fp16",
+                stage="convert",
+                message="atc exited with 1",
+                log_tail="E19999: <inner error>",
+            ),
+        )
+        store.finish_run(key, "failed")
+    report = rw_client.get("/reid/api/report", params={"run": key}, headers=bearer(tokens["viewer"])).json()
+    assert report["simulated"] is True and report["run"]["kind"] == "demo"
+    assert [(f["batch_size"], f["stage"], f["message"]) for f in report["failures"]] == [
+        (4, "convert", "atc exited with 1")
+    ]
+    html = rw_client.get("/reid/report", params={"run": key}, headers=bearer(tokens["viewer"])).text
+    failures = html[html.index('id="failures"') : html.index('id="performance"')]
+    assert "atc exited with 1" in failures and "E19999: &lt;inner error&gt;" in failures
+    head = html[html.index('class="report-head"') : html.index('id="alerts"')]
+    assert ">demo</span>" in head and ">simulated</span>" in head
+    table = rw_client.get("/reid/", params={"target": "ascend310"}, headers=bearer(tokens["viewer"])).text
+    assert ">demo</span>" in table and ">simulated</span>" in table
