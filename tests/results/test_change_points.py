@@ -121,3 +121,19 @@ def test_accuracy_change_alerts_on_the_first_run(store) -> None:  # type: ignore
     assert [(a.metric, a.change_run) for a in hist] == [("rank1", "new")]
     assert hist[0].level_before == 94.5 and hist[0].level_after == 93.9
     assert "nothing changed" in hist[0].message
+
+
+def test_hardware_change_is_a_new_series_not_an_alert(store) -> None:  # type: ignore[no-untyped-def]
+    # 5x slower on other hardware: a series of its own (here a device kind of its own; with series identity
+    # the benchmark worker's CPU model and ISA features too), never judged against the first machine's runs.
+    _steady(store)
+    for i in range(3):
+        verdict = record_run(store, f"m{i}", N + i, [perf_row(200.0 + i, device_kind="gpu")])
+        assert verdict.alerts == [] and verdict.status == "success", verdict.summary_lines()
+        thr = next(v for v in verdict.verdicts if v.metric == "throughput")
+        assert thr.series_key == "onnxruntime/gpu/bs16/fp32/real" and thr.history == i
+    # The first machine's series goes on unaffected.
+    back = record_run(store, "back", N + 3, [perf_row(1002.0)])
+    assert (
+        back.alerts == [] and store.series("throughput", "onnxruntime", 16, device_kind="cpu").method == "change_point"
+    )
