@@ -15,7 +15,8 @@ restarts at the named change run).
 
 Measured per detector:
 - R10@3: recall of drops >= 10 % alerted within 3 runs (at the change run or one of the next two), noise CV <=
-  2 % (every noise model; the base CV of a bimodal series is its within-mode CV). Also over all CVs.
+  2 % (every noise model; the base CV of a bimodal series is its within-mode CV, its bad nights come on top).
+  Also without the bimodal series, and over all CVs.
 - R5@5: recall of 5-10 % drops within 5 runs, CV <= 2 %.
 - FA/100: alerts per 100 runs on series with no change, all noise models together and per noise model; the
   goal (<= 1) must hold for every noise model.
@@ -123,8 +124,8 @@ def evaluate(detector, series: Sequence[Truth]) -> dict:
     t0 = time.perf_counter()
     outcomes = [simulate(detector, s) for s in series]
     elapsed = time.perf_counter() - t0
-    r10 = r10_all = r5 = exact = n_exact = 0
-    n10 = n10_all = n5 = 0
+    r10 = r10_all = r10_uni = r5 = exact = n_exact = 0
+    n10 = n10_all = n10_uni = n5 = 0
     delays = []
     fa_runs = dict.fromkeys(NOISE_MODELS, 0)
     fa_alerts = dict.fromkeys(NOISE_MODELS, 0)
@@ -146,6 +147,9 @@ def evaluate(detector, series: Sequence[Truth]) -> dict:
             if s.cv <= 0.02:
                 n10 += 1
                 r10 += hit3
+                if s.noise != "bimodal":
+                    n10_uni += 1
+                    r10_uni += hit3
         elif s.drop >= 0.05 and s.cv <= 0.02:
             n5 += 1
             r5 += delay is not None and delay <= 4
@@ -155,6 +159,7 @@ def evaluate(detector, series: Sequence[Truth]) -> dict:
         "name": detector.name,
         "r10": r10 / max(1, n10),
         "r10_all": r10_all / max(1, n10_all),
+        "r10_uni": r10_uni / max(1, n10_uni),
         "r5": r5 / max(1, n5),
         "fa": fa_total,
         "fa_by": fa_by,
@@ -189,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--series", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--only", metavar="NAME", help="only the detectors whose name contains NAME (other seeds)")
     args = ap.parse_args(argv)
     if args.series < 100:
         ap.error("--series must be >= 100")
@@ -204,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataclasses.replace(DEFAULT, drop_worst=False, name="robust, worst run kept"),
         DEFAULT,
     ]
+    if args.only:
+        detectors = [d for d in detectors if args.only in d.name]
+        if not detectors:
+            ap.error(f"--only {args.only!r} matches no detector")
     results = [evaluate(d, series) for d in detectors]
     n10, n10_all, n5, fa_runs = results[0]["counts"]
     print(f"CPU: {cpu_line()}")
@@ -212,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{n10} drops >= 10 % at CV <= 2 % ({n10_all} at any CV), {n5} drops 5-10 % at CV <= 2 %, "
         f"{fa_runs} runs without change"
     )
-    head = ["detector", "R10@3 CV<=2%", "R10@3 all CV", "R5@5 CV<=2%", "FA/100", *(f"FA {m}" for m in NOISE_MODELS)]
+    head = ["detector", "R10@3 CV<=2%", "R10@3 CV<=2% not bimodal", "R10@3 all CV", "R5@5 CV<=2%", "FA/100"]
+    head += [f"FA {m}" for m in NOISE_MODELS]
     head += ["delay", "exact", "ms/series", "goal"]
     rows = []
     for r in results:
@@ -220,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             [
                 r["name"],
                 _pct(r["r10"]),
+                _pct(r["r10_uni"]),
                 _pct(r["r10_all"]),
                 _pct(r["r5"]),
                 f"{r['fa']:.2f}",
@@ -230,11 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "met" if r["pass"] else "missed",
             ]
         )
-    goal = ["goal", ">= 95 %", "", ">= 80 %", "", *(["<= 1"] * len(NOISE_MODELS)), "", ">= 90 %", "", ""]
+    goal = ["goal", ">= 95 %", "", "", ">= 80 %", "", *(["<= 1"] * len(NOISE_MODELS)), "", ">= 90 %", "", ""]
     _table(head, [*rows, goal], markdown=args.markdown)
     best = max(results, key=_rank)
     print(f"best by this benchmark: {best['name']} (product default: {DEFAULT.name})")
-    return 0 if best["name"] == DEFAULT.name else 1
+    return 0 if best["name"] == DEFAULT.name or args.only else 1
 
 
 def _pct(x: float) -> str:
