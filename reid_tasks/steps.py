@@ -625,9 +625,11 @@ def check_regressions(ctx: Mapping[str, Any]) -> dict[str, Any]:
 
 def finish_run(ctx: Mapping[str, Any], status: str) -> str:
     """Mark the run finished: ``success`` (stored as ``regressed`` when it has open alerts) or ``failed``.
-    Returns the stored status. The run directory gets ``finished.json`` (status, time, bytes under it)."""
-    stored = _store(ctx).finish_run(ctx["run_key"], status)
-    mark_finished(ctx["run_dir"], stored)
+    Returns the stored status. The run directory gets ``finished.json`` (status, time, bytes under it), and
+    the bytes are stored with the run (``reid-validate results`` shows them)."""
+    store = _store(ctx)
+    stored = store.finish_run(ctx["run_key"], status)
+    store.set_disk_usage(ctx["run_key"], mark_finished(ctx["run_dir"], stored))
     return stored
 
 

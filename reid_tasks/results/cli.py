@@ -209,6 +209,7 @@ RESULT_COLUMNS = (
     "open_alerts",
     "failed_stage",
     "failure_message",
+    "run_disk_bytes",
 )
 ALERT_COLUMNS = (
     "id",

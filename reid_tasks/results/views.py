@@ -55,7 +55,8 @@ class ResultRow(_Record):
     ``dag_id`` / ``run_id``: the run's Airflow DAG run (None for runs outside Airflow). ``run_kind``: demo |
     configured (None: recorded before 0002); ``simulated``: any of its numbers came from test doubles;
     ``parity_passed``: False when the parity gate failed; ``failed_stage`` / ``failure_message``: the artifact
-    did not finish (a failure row, no numbers).
+    did not finish (a failure row, no numbers). ``run_disk_bytes``: bytes under the run's directory when it
+    finished (its share of shared caches not counted).
     """
 
     run_key: str
@@ -89,6 +90,7 @@ class ResultRow(_Record):
     parity_passed: bool | None = None
     failed_stage: str | None = None
     failure_message: str | None = None
+    run_disk_bytes: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +300,7 @@ def merge_rows(
                 dag_id=run.dag_id,
                 run_id=run.run_id,
                 run_kind=run.kind,
+                run_disk_bytes=run.disk_bytes,
                 **cell,
             )
         )

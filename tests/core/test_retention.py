@@ -153,7 +153,7 @@ def test_gc_waits_for_a_registering_run_and_then_sees_it_in_progress(root):
     assert str(root / "r_starting") in results["report"].in_progress
 
 
-def test_gc_racing_a_running_pipeline_deletes_nothing_it_needs(tmp_path, synthetic_market, demo_checkpoint):
+def test_gc_racing_a_running_pipeline_deletes_nothing_it_needs(tmp_path, synthetic_market, demo_checkpoint, capsys):
     """gc (keep nothing finished) in a loop while a real run executes: the run succeeds and keeps its files."""
     from reid_tasks import pipeline
 
@@ -194,6 +194,15 @@ def test_gc_racing_a_running_pipeline_deletes_nothing_it_needs(tmp_path, synthet
     assert any(i.kind == "run" and i.path == str(old) for r in reports for i in r.deleted)
     cache = json.loads((run_dir / "storage.json").read_text())["cache_dir"]
     assert (Path(cache) / "manifest.json").is_file()
+    # the run's disk use is stored with it and shown by `reid-validate results`
+    from reid_tasks.results import ResultsStore
+
+    used = json.loads((run_dir / "finished.json").read_text())["disk_bytes"]
+    db = f"sqlite:///{tmp_path / 'results.sqlite'}"
+    assert used > 1_000_000 and ResultsStore.open(db).get_run("race/1").disk_bytes == used
+    assert cli.main(["results", "--db", db, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {r["run_disk_bytes"] for r in rows} == {used}
     # now finished and outside the policy: the next collection frees it, its cache too (once stale)
     report = collect(root, Policy(keep_days=0, keep_runs=0))
     assert not run_dir.exists() and any(i.kind == "run" for i in report.deleted)
