@@ -11,7 +11,8 @@ import pytest
 
 from reid_tasks import evaluate as ev
 from reid_tasks.errors import EvaluationError
-from reid_tasks.evaluate import Metrics, compute_distance, cosine_parity, evaluate, re_ranking
+from reid_tasks.evaluate import Metrics, compute_distance, cosine_parity, evaluate
+from reid_tasks.reranking import re_ranking
 
 ROOT = Path(__file__).resolve().parents[2]
 
