@@ -211,6 +211,7 @@ def test_trigger_with_defaults_and_follow_the_results(standalone):
             frame = page.frame_locator('iframe[title="ReID validation"]')
             rows = frame.locator(f'table#results tbody tr[data-run-key="{DAG_ID}/{run_id}"]')
             expect(rows).to_have_count(2)  # batch 1 and 4
+            expect(rows.first.locator(".badge.marker")).to_have_text("demo")  # synthetic set + demo checkpoint
             expect(frame.locator("figure.chart svg.trend").first).to_be_visible()
             wrap = frame.locator("#results").locator("xpath=..")
             assert wrap.evaluate("w => w.scrollWidth <= w.clientWidth"), "the results table scrolls sideways"

@@ -147,7 +147,7 @@
     pts.forEach(function (p, i) {
       var run = p.airflow_run ? p.airflow_run.run_id : p.run_key;
       var lines = [run, when(p.started_at) + " UTC", fmt(p.value) + " " + data.unit + " · " + p.status +
-        (p.good ? "" : " (not in the baseline)")];
+        (p.good ? "" : " (not in the baseline)") + (p.simulated ? " · simulated (test double)" : "")];
       (alerted[p.run_key] || []).forEach(function (a) { lines.push("alert: " + a.message); });
       var link = el("a", { href: root + "/" + p.report_path, "class": "point-link" }, svg);
       var g = el("g", { "class": "point" + (p.good ? "" : " not-good") }, link);
