@@ -44,6 +44,7 @@ from airflow.sdk import (
     TaskGroup,
     dag,
     task,
+    task_group,
 )
 
 from reid_tasks.assets import CHECKPOINT_ASSET, CHECKPOINT_EXTRA_KEY, VALIDATED_MODELS_ALIAS
@@ -332,37 +333,65 @@ def plan(ctx: dict, target: str) -> list[dict]:
     return [{"target": c["target"], "batch_size": c["batch_size"], "precision": c["precision"]} for c in combos]
 
 
+# convert / benchmark / evaluate write a failed artifact's error into the run directory (steps.capture_failure)
+# before failing; record_results turns it into the artifact's failure row.
 @task(execution_timeout=timedelta(hours=2), **TOOL_RETRIES)
-def convert(ctx: dict, export: dict, target: str, batch_size: int, precision: str) -> dict:
+def convert(ctx: dict, export: dict, target: str, batch_size: int, precision: str, **context: Any) -> dict:
     """One artifact for (target, batch size, precision), e.g. ATC -> .om."""
     from reid_tasks import steps
 
-    return steps.convert_artifact(ctx, export, target, batch_size, precision)
+    combo = {"target": target, "batch_size": batch_size, "precision": precision}
+    with steps.capture_failure(ctx, "convert", combo, context["ti"].try_number):
+        return steps.convert_artifact(ctx, export, target, batch_size, precision)
 
 
 @task(execution_timeout=timedelta(seconds=float(CFG.VALIDATION.BENCH.TASK_TIMEOUT_S)), **TOOL_RETRIES)
-def benchmark(ctx: dict, artifact: dict, data: dict) -> dict:
+def benchmark(ctx: dict, artifact: dict, data: dict, **context: Any) -> dict:
     """On the target's worker, on a leased device: the pure-inference benchmark, then one pass over the data
     (features + end-to-end perf), refused up front when it cannot fit this task's timeout."""
     from reid_tasks import steps
 
-    return steps.benchmark_artifact(ctx, artifact, data)
+    with steps.capture_failure(ctx, "benchmark", artifact, context["ti"].try_number):
+        return steps.benchmark_artifact(ctx, artifact, data)
 
 
 @task(execution_timeout=timedelta(minutes=30))
-def evaluate(ctx: dict, bench: dict, data: dict, reference: dict) -> dict:
-    """Rank-k / mAP / mINP in percent and parity against the PyTorch fp32 reference."""
+def evaluate(ctx: dict, bench: dict, data: dict, reference: dict, **context: Any) -> dict:
+    """Rank-k / mAP / mINP in percent and the parity gate against the PyTorch fp32 reference."""
     from reid_tasks import steps
 
-    return steps.evaluate_artifact(ctx, bench, data, reference)
+    with steps.capture_failure(ctx, "evaluate", bench["artifact"], context["ti"].try_number):
+        return steps.evaluate_artifact(ctx, bench, data, reference)
 
 
-@task(trigger_rule="none_failed_min_one_success", execution_timeout=timedelta(minutes=10), **DB_RETRIES)
-def record_results(ctx: dict, evaluated: list, export: dict, data: dict) -> dict:
-    """Upsert the run and every artifact's perf and accuracy rows (targets not chosen contribute nothing)."""
+def artifact_group(name: str) -> Any:
+    """convert -> benchmark -> evaluate of one artifact, as a task group mapped over the target's combinations:
+    each artifact's chain depends only on its own map index upstream, so one failed artifact leaves the others
+    running (a plain mapped-over-mapped expand would mark every sibling upstream_failed)."""
+    queue = get_target(name, CFG).scheduling().queue
+
+    @task_group(group_id="artifact", tooltip=f"one {name} artifact per (batch size, precision)")
+    def artifact(ctx: dict, export: dict, data: dict, reference: dict, target: str, batch_size: int, precision: str):
+        art = convert.override(queue=queue)(ctx, export, target, batch_size, precision)
+        bench = benchmark.override(queue=queue, pool=benchmark_pool(name))(ctx, art, data)
+        return evaluate(ctx, bench, data, reference)
+
+    return artifact
+
+
+@task(trigger_rule="all_done", execution_timeout=timedelta(minutes=10), **DB_RETRIES)
+def record_results(ctx: dict | None, evaluated: list, export: dict | None, data: dict | None) -> dict:
+    """Upsert the run, every finished artifact's perf and accuracy rows and a failure row per failed artifact
+    (runs whatever failed upstream; targets not chosen contribute nothing)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from reid_tasks import steps
 
-    results = [item for per_target in evaluated for item in (per_target or [])]
+    if not ctx:
+        raise AirflowSkipException("prepare_run failed: there is no run to record")
+    results = []
+    for per_target in evaluated or []:  # None: target skipped; a dict when its mapped group ran one artifact
+        results += [per_target] if isinstance(per_target, dict) else [e for e in per_target or [] if e]
     return steps.record_results(ctx, results, export, data)
 
 
@@ -376,6 +405,10 @@ def check_regressions(ctx: dict, recorded: dict, **context: Any) -> dict:
 
     log.info("recorded: %s", recorded)
     verdict = steps.check_regressions(ctx)
+    failed = [
+        f"{f['target']} bs{f['batch_size']} {f['precision']} failed at {f['stage']}: {f['message']}"
+        for f in recorded.get("failures") or []
+    ]
     alerts = verdict.get("alerts") or []
     no_verdict = [f"no verdict: {v['message']}" for v in verdict.get("verdicts") or [] if v.get("regressed") is None]
     for line in verdict["summary"]:  # RunVerdict.summary_lines(): alerts, no-verdict lines, a count
@@ -386,8 +419,10 @@ def check_regressions(ctx: dict, recorded: dict, **context: Any) -> dict:
             context
         )
         raise AirflowFailException(
-            f"{len(alerts)} regression alert(s): " + "; ".join(str(a.get("message")) for a in alerts)
+            f"{len(alerts)} regression alert(s): " + "; ".join(str(a.get("message")) for a in alerts + failed)
         )
+    if failed:
+        raise AirflowFailException(f"{len(failed)} artifact(s) failed: " + "; ".join(failed))
     checks = sum(1 for v in verdict.get("verdicts") or [] if v.get("regressed") is False)
     return {"run_key": ctx["run_key"], "alerts": 0, "checks_passed": checks, "no_verdict": no_verdict}
 
@@ -421,7 +456,9 @@ def finish(ctx: dict | None, **context: Any) -> str:
     if not ctx:  # prepare_run failed: nothing was recorded to finish
         return "failed"
     alert_count = context["ti"].xcom_pull(task_ids="check_regressions", key="alert_count")
-    status = "failed" if alert_count is None else "success"
+    recorded = context["ti"].xcom_pull(task_ids="record_results") or {}
+    # a failed artifact makes the run 'failed', or 'regressed' when alerts fire too (finish_run maps 'success')
+    status = "failed" if alert_count is None or (recorded.get("failures") and not alert_count) else "success"
     steps.finish_run(ctx, status)
     return "regressed" if alert_count else status
 
@@ -446,14 +483,8 @@ def reid_validation() -> None:
     for name in TARGETS:
         queue = get_target(name, CFG).scheduling().queue
         with TaskGroup(group_id=name, tooltip=f"{name} on queue {queue}"):
-            combos = plan(ctx, name)
-            artifacts = convert.override(queue=queue).partial(ctx=ctx, export=onnx).expand_kwargs(combos)
-            benches = (
-                benchmark.override(queue=queue, pool=benchmark_pool(name))
-                .partial(ctx=ctx, data=data)
-                .expand(artifact=artifacts)
-            )
-            evaluated.append(evaluate.partial(ctx=ctx, data=data, reference=reference).expand(bench=benches))
+            artifacts = artifact_group(name).partial(ctx=ctx, export=onnx, data=data, reference=reference)
+            evaluated.append(artifacts.expand_kwargs(plan(ctx, name)))
 
     verdict = check_regressions(ctx, record_results(ctx, evaluated, onnx, data))
     publish(ctx, onnx, verdict)

@@ -82,6 +82,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(line)
         for alert in result.verdict.get("alerts", []):
             print(f"ALERT {alert.get('message', alert)}")
+        for f in result.verdict.get("failures", []):
+            print(f"FAILED {f['target']} bs{f['batch_size']} {f['precision']} at {f['stage']}: {f['message']}")
     return 1 if result.status != "success" else 0
 
 

@@ -77,18 +77,24 @@ def _versions() -> dict[str, str]:
 
 
 def reference_features(
-    cfg: CfgNode, inputs: np.ndarray, *, weights: str | None = None, trust: bool = False, batch_size: int = 16
+    cfg: CfgNode, inputs: Any, *, weights: str | None = None, trust: bool = False, batch_size: int = 16
 ) -> np.ndarray:
-    """PyTorch eager fp32 features on the CPU: the reference every target is compared with."""
+    """PyTorch eager fp32 features on the CPU: the reference every target is compared with.
+
+    ``inputs``: float32 NCHW array, or anything with ``len`` and ``batch(start, stop)`` (a TensorCache), read
+    one batch at a time so a full dataset never sits in memory as float32."""
     import torch
 
     from .model import load_model
+    from .targets.timing import as_source
 
+    source = as_source(inputs)
     model = load_model(cfg, weights, trust=trust)
     out = []
     with torch.inference_mode():
-        for start in range(0, len(inputs), batch_size):
-            out.append(model(torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch_size]))).numpy())
+        for start in range(0, len(source), batch_size):
+            x = source.batch(start, min(start + batch_size, len(source)))
+            out.append(model(torch.from_numpy(np.ascontiguousarray(x))).numpy())
     return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, FEATURE_DIM), np.float32)
 
 

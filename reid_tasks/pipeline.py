@@ -100,7 +100,7 @@ def run(params: Mapping[str, Any], *, run_key: str | None = None, trigger: str =
             raise ReidError(
                 f"nothing to run: no target in {ctx['targets']} can build any of the precisions {ctx['precisions']}"
             )
-        evaluations = []
+        evaluations = []  # a combination that fails is recorded as a failure row, the others still run
         for e in steps.iter_evaluations(ctx, combos, export, data, reference):
             log.info(
                 "%s bs%d %s: %.1f img/s, Rank-1 %.2f, mAP %.2f",
@@ -112,12 +112,15 @@ def run(params: Mapping[str, Any], *, run_key: str | None = None, trigger: str =
                 e["metrics"]["mAP"],
             )
             evaluations.append(e)
-        steps.record_results(ctx, evaluations, export, data)
+        evaluations = steps.finalize_parity(ctx, evaluations)
+        recorded = steps.record_results(ctx, evaluations, export, data)
         verdict = steps.check_regressions(ctx)
+        verdict["failures"] = recorded["failures"]
     except BaseException:
         steps.finish_run(ctx, "failed")
         raise
-    status = steps.finish_run(ctx, "success")
+    # a failed artifact makes the run 'failed', or 'regressed' when alerts fire too (finish_run maps 'success')
+    status = steps.finish_run(ctx, "failed" if recorded["failures"] and not verdict.get("alerts") else "success")
     tolerance = float(steps.cfg_of(ctx).VALIDATION.RULES.BATCH_INVARIANCE)
     return PipelineResult(
         run_key=ctx["run_key"],

@@ -8,22 +8,27 @@ files::
     ctx = prepare_run(params, run_key=..., trigger=...)
     export = export_model(ctx);   data = preprocess_data(ctx);   ref = reference_features(ctx, data)
     for combo in plan_combinations(ctx):                      # one per (target, batch size, precision)
-        art = convert_artifact(ctx, export, **combo)
-        bench = benchmark_artifact(ctx, art, data)
-        evaluations.append(evaluate_artifact(ctx, bench, data, ref))
-    recorded = record_results(ctx, evaluations, export, data)
+        with capture_failure(ctx, "convert", combo):         # a failure is written to the run dir, re-raised
+            art = convert_artifact(ctx, export, **combo)
+        bench = benchmark_artifact(ctx, art, data)           # (same wrapper, stage "benchmark")
+        evaluations.append(evaluate_artifact(ctx, bench, data, ref))   # (stage "evaluate")
+    recorded = record_results(ctx, evaluations, export, data)   # + parity across artifacts, failure rows
     verdict = check_regressions(ctx)               # alerts stored; the DAG fails the run if any
-    status = finish_run(ctx, "success")            # stored as 'regressed' when alerts are open
+    status = finish_run(ctx, "failed" if recorded["failures"] and not verdict["alerts"] else "success")
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import json
+import logging
 import os
 import re
+import traceback
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,7 @@ from .config import artifacts_root, as_opts, data_dir, load_config, overrides
 from .errors import ConfigError, ReidError
 from .retention import mark_finished, record_storage, registering
 from .settings import FORM_KEYS, SECRET_KEYS, flat, parse_overrides
-from .utils import atomic_save_npy, atomic_write_json, file_digest, log
+from .utils import atomic_save_npy, atomic_write_json, file_digest, log, tail
 
 #: CLI params -> config keys (a local user's run: any key)
 _PARAM_KEYS = {
@@ -321,31 +326,108 @@ def preprocess_data(ctx: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _calibration_choice(cfg: Any, dataset: Any) -> tuple[str, list[Any]]:
+    """(split, images) that calibrate int8: VALIDATION.CALIBRATION.NUM_IMAGES evenly spaced over
+    bounding_box_train when the dataset has it, else over the gallery (a hold-out the parity sample excludes).
+    Never query images: calibrating on what is evaluated would flatter int8."""
+    from .targets.parity import sample_indices
+
+    split, pool = ("train", dataset.train) if dataset.train else ("gallery-holdout", dataset.gallery)
+    n = min(int(cfg.VALIDATION.CALIBRATION.NUM_IMAGES), len(pool))
+    if n < 1:
+        raise ConfigError(
+            f"VALIDATION.CALIBRATION.NUM_IMAGES must be >= 1, got {cfg.VALIDATION.CALIBRATION.NUM_IMAGES}"
+        )
+    return split, [pool[int(i)] for i in sample_indices(0, len(pool), n)]
+
+
+def _calibration_fingerprint(split: str, items: Sequence[Any]) -> str:
+    """sha256 over the calibration images' split, names, pid/camid and bytes (order included)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for it in items:
+        h.update(f"{split}/{Path(it.path).name} {it.pid} {it.camid} {file_digest(it.path)}\n".encode())
+    return h.hexdigest()
+
+
+def calibration_set(ctx: Mapping[str, Any]) -> Any:
+    """The int8 calibration images, preprocessed, with their record (split, files, fingerprint)."""
+    from .datasets import Market1501
+    from .preprocess import preprocess_image
+    from .targets.build import CalibrationSet
+
+    cfg = cfg_of(ctx)
+    split, items = _calibration_choice(cfg, Market1501(ctx["dataset_root"]))
+    record = {
+        "source": "dataset",
+        "split": split,
+        "selection": "evenly spaced by file name",
+        "num_images": len(items),
+        "images": [Path(it.path).name for it in items],
+        "fingerprint": _calibration_fingerprint(split, items),
+    }
+    return CalibrationSet(np.stack([preprocess_image(it.path, cfg) for it in items]), record)
+
+
+def _held_out_rows(ctx: Mapping[str, Any], cache: Any) -> list[int]:
+    """Cache rows of the calibration hold-out (empty when int8 is calibrated on bounding_box_train)."""
+    from .datasets import Market1501
+
+    split, items = _calibration_choice(cfg_of(ctx), Market1501(ctx["dataset_root"]))
+    if split == "train":
+        return []
+    paths = {str(Path(it.path).resolve()) for it in items}
+    return [i for i, it in enumerate(cache.items) if i >= cache.num_query and str(Path(it.path).resolve()) in paths]
+
+
+def _needs_full_reference(ctx: Mapping[str, Any]) -> bool:
+    """True when a planned reduced-precision artifact has no fp32 artifact of its target in the run: its
+    Rank-1/mAP are then compared with the PyTorch reference over the full set."""
+    combos = plan_combinations(ctx)
+    fp32 = {c["target"] for c in combos if c["precision"] == "fp32"}
+    return any(c["precision"] != "fp32" and c["target"] not in fp32 for c in combos)
+
+
+class _Rows:
+    """The rows ``indices`` of a TensorCache as a batch source."""
+
+    def __init__(self, cache: Any, indices: np.ndarray) -> None:
+        self.cache, self.indices = cache, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batch(self, start: int, stop: int) -> np.ndarray:
+        return np.concatenate([self.cache.batch(int(i), int(i) + 1) for i in self.indices[start:stop]])
+
+
 def reference_features(ctx: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
-    """PyTorch fp32 eager features on the parity sample (the reference every artifact is compared with)."""
+    """PyTorch fp32 eager features on the parity sample (VALIDATION.PARITY.SAMPLE rows drawn from query and
+    gallery, calibration hold-out excluded): the reference every artifact is compared with. Over the full set,
+    with its Rank-1/mAP, when the set is no bigger than the sample or a reduced precision has no fp32 artifact
+    of its target in the run."""
     from .export import reference_features as torch_features
     from .preprocess import TensorCache
+    from .targets.parity import evaluate_features, sample_indices
 
     cfg = cfg_of(ctx)
     cache = TensorCache.open(data["cache_dir"])
-    n = min(len(cache), int(cfg.VALIDATION.PARITY.SAMPLE))
-    feats = torch_features(cfg, cache.batch(0, n), trust=ctx["trust_checkpoint"])
-    path = Path(ctx["run_dir"]) / "reference" / "pytorch_fp32.npy"
-    atomic_save_npy(path, feats)
-    out: dict[str, Any] = {"path": str(path), "num_images": n, "covers_dataset": n == len(cache)}
-    if n == len(cache):
-        out["metrics"] = _evaluate(cfg, feats, cache).percent()
+    held_out = _held_out_rows(ctx, cache)
+    indices = sample_indices(cache.num_query, len(cache) - cache.num_query, int(cfg.VALIDATION.PARITY.SAMPLE), held_out)
+    out_dir = Path(ctx["run_dir"]) / "reference"
+    out: dict[str, Any] = {"sample_size": len(indices), "held_out": len(held_out), "covers_dataset": False}
+    if len(cache) <= int(cfg.VALIDATION.PARITY.SAMPLE) or _needs_full_reference(ctx):
+        full = torch_features(cfg, cache, trust=ctx["trust_checkpoint"])
+        out["metrics"] = evaluate_features(full, cache, cfg).percent()
+        out["covers_dataset"] = True
+        feats = full[indices]
+    else:
+        feats = torch_features(cfg, _Rows(cache, indices), trust=ctx["trust_checkpoint"])
+    out["path"] = str(atomic_save_npy(out_dir / "pytorch_fp32.npy", feats))
+    out["indices_path"] = str(atomic_save_npy(out_dir / "sample_indices.npy", indices))
+    out["num_images"] = len(indices)
     return out
-
-
-def calibration_images(ctx: Mapping[str, Any]) -> np.ndarray:
-    """The first VALIDATION.CALIBRATION.NUM_IMAGES query images, preprocessed (int8 calibration)."""
-    from .datasets import Market1501
-    from .preprocess import preprocess_image
-
-    cfg = cfg_of(ctx)
-    query = Market1501(ctx["dataset_root"]).query[: int(cfg.VALIDATION.CALIBRATION.NUM_IMAGES)]
-    return np.stack([preprocess_image(item.path, cfg) for item in query])
 
 
 # ------------------------------------------------------------------------------------------------ per artifact
@@ -377,7 +459,7 @@ def convert_artifact(
     from .targets import get_target
 
     t = get_target(target, cfg_of(ctx))
-    calibration = calibration_images(ctx) if precision == "int8" else None
+    calibration = calibration_set(ctx) if precision == "int8" else None
     art = t.convert(
         export["onnx_path"],
         int(batch_size),
@@ -431,59 +513,41 @@ def benchmark_artifact(ctx: Mapping[str, Any], artifact: Mapping[str, Any], data
     }
 
 
-def _evaluate(cfg: Any, feats: np.ndarray, cache: Any) -> Any:
-    from .evaluate import evaluate
-
-    nq = int(cache.num_query)
-    return evaluate(
-        feats[:nq],
-        feats[nq:],
-        cache.pids[:nq],
-        cache.pids[nq:],
-        cache.camids[:nq],
-        cache.camids[nq:],
-        feat_norm=cfg.TEST.FEAT_NORM == "yes",
-        rerank=cfg.TEST.RE_RANKING == "yes",
-    )
-
-
 def evaluate_artifact(
     ctx: Mapping[str, Any], bench: Mapping[str, Any], data: Mapping[str, Any], reference: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Rank-k / mAP / mINP of one artifact's features and their parity with the PyTorch reference."""
-    from .evaluate import cosine_parity
+    """Rank-k / mAP / mINP of one artifact's features over the full set, and its parity gate
+    (reid_tasks.targets.parity): features vs the PyTorch reference on the parity sample; for reduced precisions
+    Rank-1/mAP vs the PyTorch full-set result when the run has it. ``record_results`` settles the comparison
+    with the same target's fp32 artifact, which only it sees."""
     from .preprocess import TensorCache
+    from .targets.parity import (
+        PYTORCH_SOURCE,
+        REDUCED_PRECISIONS,
+        apply_metric_rule,
+        assess,
+        evaluate_features,
+        parity_record,
+    )
 
     cfg = cfg_of(ctx)
     cache = TensorCache.open(data["cache_dir"])
     feats = np.load(bench["features_path"])
     if feats.shape != (len(cache), 2048):
         raise ReidError(f"{bench['features_path']}: features shape {feats.shape}, expected ({len(cache)}, 2048)")
-    metrics = _evaluate(cfg, feats, cache)
+    metrics = evaluate_features(feats, cache, cfg)
     got = metrics.percent()
-    ref = np.load(reference["path"])
-    parity = cosine_parity(feats[: len(ref)], ref)
     art = bench["artifact"]
     precision = art["precision"]
-    reasons = []
-    p = cfg.VALIDATION.PARITY
-    if precision == "fp32":
-        if parity.max_abs_diff > p.FP32_MAX_ABS:
-            reasons.append(f"fp32 max abs diff {parity.max_abs_diff:.3g} > {p.FP32_MAX_ABS:g} vs PyTorch")
-    else:
-        if parity.min_cosine < p.REDUCED_MIN_COSINE:
-            reasons.append(f"{precision} min cosine {parity.min_cosine:.4f} < {p.REDUCED_MIN_COSINE:g} vs PyTorch")
-        ref_metrics = reference.get("metrics")
-        if ref_metrics:
-            for key in ("rank1", "mAP"):
-                drop = ref_metrics[key] - got[key]
-                if drop > p.REDUCED_MAX_METRIC_DROP:
-                    reasons.append(
-                        f"{precision} {key} {got[key]:.2f} is {drop:.2f} pt below fp32 {ref_metrics[key]:.2f}"
-                    )
-    return {
+    batch_size = int(art["batch_size"] or bench["perf"]["batch_size"])
+    indices = np.load(reference["indices_path"])
+    ref = np.load(reference["path"])
+    label = f"{art['target']} bs{batch_size} {precision}"
+    assessment = assess(feats[indices], ref, precision=precision, cfg=cfg, label=label)
+    pytorch = reference.get("metrics") if precision in REDUCED_PRECISIONS else None
+    record = {
         "target": art["target"],
-        "batch_size": int(art["batch_size"] or bench["perf"]["batch_size"]),
+        "batch_size": batch_size,
         "precision": precision,
         "metrics": got,
         "counts": {
@@ -493,13 +557,87 @@ def evaluate_artifact(
         },
         "feat_norm": cfg.TEST.FEAT_NORM == "yes",
         "re_ranking": cfg.TEST.RE_RANKING == "yes",
-        "parity": parity.as_dict(),
-        "flagged": bool(reasons),
-        "flag_reasons": reasons,
+        "parity": parity_record(
+            assessment,
+            sample_size=len(indices),
+            fp32_source=PYTORCH_SOURCE if pytorch else None,
+            fp32_metrics=pytorch,
+        ),
+        "calibration_fingerprint": (art.get("calibration") or {}).get("fingerprint") if precision == "int8" else None,
+        "simulated": bool(bench["perf"].get("simulated") or (bench["perf"].get("extra") or {}).get("double")),
         "perf": bench["perf"],
         "perf_pure": bench.get("perf_pure"),
         "artifact_sha256": art.get("sha256"),
     }
+    return apply_metric_rule([record], cfg)[0]  # sets flagged / flag_reasons too
+
+
+def finalize_parity(ctx: Mapping[str, Any], evaluations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The run's evaluated records with the parity gate settled across artifacts: reduced precisions compared
+    with their target's fp32 artifact (reid_tasks.targets.parity.apply_metric_rule). Idempotent."""
+    from .targets.parity import apply_metric_rule
+
+    return apply_metric_rule([e for e in evaluations if e], cfg_of(ctx))
+
+
+# ------------------------------------------------------------------------------------------------ failures
+FAILURES_DIR = "failures"
+FAILURE_STAGES = ("convert", "benchmark", "evaluate")
+
+
+def _failure_path(ctx: Mapping[str, Any], target: str, batch_size: int, precision: str) -> Path:
+    return Path(ctx["run_dir"]) / FAILURES_DIR / f"{safe_name(target)}_bs{int(batch_size)}_{safe_name(precision)}.json"
+
+
+class _LogTail(logging.Handler):
+    """The last lines the reid_tasks loggers wrote while one step ran."""
+
+    def __init__(self, lines: int = 200) -> None:
+        super().__init__(logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=lines)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextlib.contextmanager
+def capture_failure(ctx: Mapping[str, Any], stage: str, combo: Mapping[str, Any], attempt: int = 1) -> Iterator[None]:
+    """Run one artifact's step (``stage``: convert | benchmark | evaluate of ``combo``'s target, batch size and
+    precision). If it raises, write the failure (stage, message, log tail, attempt) atomically to
+    ``<run_dir>/failures/`` and re-raise: ``record_results`` stores it as the artifact's failure row."""
+    if stage not in FAILURE_STAGES:
+        raise ValueError(f"stage must be one of {FAILURE_STAGES}, got {stage!r}")
+    handler = _LogTail()
+    log.addHandler(handler)
+    try:
+        yield
+    except Exception as exc:
+        failure = {
+            "target": combo["target"],
+            "batch_size": int(combo["batch_size"]),
+            "precision": combo["precision"],
+            "stage": stage,
+            "message": f"{type(exc).__name__}: {exc}"[:4000],
+            "log_tail": tail("\n".join([*handler.lines, traceback.format_exc()]), 80),
+            "attempt": int(attempt),
+            "recorded_at": datetime.now(UTC).isoformat(),
+        }
+        atomic_write_json(_failure_path(ctx, combo["target"], combo["batch_size"], combo["precision"]), failure)
+        raise
+    finally:
+        log.removeHandler(handler)
+
+
+def run_failures(ctx: Mapping[str, Any], evaluations: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The failure records of the run's artifacts that have no evaluated record (a retry that succeeded wins)."""
+    done = {(e["target"], int(e["batch_size"]), e["precision"]) for e in evaluations if e}
+    out = []
+    for path in sorted((Path(ctx["run_dir"]) / FAILURES_DIR).glob("*.json")):
+        f = json.loads(path.read_text(encoding="utf-8"))
+        if (f["target"], int(f["batch_size"]), f["precision"]) not in done:
+            out.append(f)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -535,10 +673,11 @@ def record_results(
     export: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Upsert the run (with model/ONNX hashes, dataset fingerprint, environment) and its perf/accuracy rows."""
+    """Upsert the run (with model/ONNX hashes, dataset fingerprint, environment) and its perf/accuracy rows,
+    with the parity gate settled across artifacts; ``failures``: the artifacts that failed (``capture_failure``)."""
     from .results import AccuracyRow, collect_environment
 
-    evaluations = [e for e in evaluations if e]
+    evaluations = finalize_parity(ctx, evaluations)
     store = _store(ctx)
     env_extra: dict[str, Any] = {}
     for e in evaluations:
@@ -589,7 +728,13 @@ def record_results(
             ),
         )
         acc_rows += 1
-    return {"run_key": ctx["run_key"], "perf_rows": perf_rows, "accuracy_rows": acc_rows}
+    failures = run_failures(ctx, evaluations)
+    return {
+        "run_key": ctx["run_key"],
+        "perf_rows": perf_rows,
+        "accuracy_rows": acc_rows,
+        "failures": [{k: f[k] for k in ("target", "batch_size", "precision", "stage", "message")} for f in failures],
+    }
 
 
 #: md5 of the released market_resnet50_model_120_rank1_945.pth, whose published accuracy is the reference
@@ -634,8 +779,17 @@ def finish_run(ctx: Mapping[str, Any], status: str) -> str:
 
 
 def iter_evaluations(ctx: Mapping[str, Any], combos: Iterable[Mapping[str, Any]], export, data, reference):
-    """Convert -> benchmark -> evaluate for each combination, in process (the local pipeline)."""
+    """Convert -> benchmark -> evaluate for each combination, in process (the local pipeline). A combination
+    that fails is written as a failure record (``capture_failure``), logged, and the next one runs."""
     for combo in combos:
-        art = convert_artifact(ctx, export, combo["target"], combo["batch_size"], combo["precision"])
-        bench = benchmark_artifact(ctx, art, data)
-        yield evaluate_artifact(ctx, bench, data, reference)
+        try:
+            with capture_failure(ctx, "convert", combo):
+                art = convert_artifact(ctx, export, combo["target"], combo["batch_size"], combo["precision"])
+            with capture_failure(ctx, "benchmark", combo):
+                bench = benchmark_artifact(ctx, art, data)
+            with capture_failure(ctx, "evaluate", combo):
+                evaluated = evaluate_artifact(ctx, bench, data, reference)
+        except Exception as exc:  # written by capture_failure: record_results stores it as a failure row
+            log.error("%s bs%s %s failed (recorded): %s", combo["target"], combo["batch_size"], combo["precision"], exc)
+            continue
+        yield evaluated

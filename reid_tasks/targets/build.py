@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,10 +110,22 @@ def _reuse(final: Path, key: Mapping[str, Any]) -> Artifact | None:
     return artifact
 
 
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Preprocessed int8 calibration images and where they came from: ``record`` holds ``split``
+    (``train`` | ``gallery-holdout``), ``selection``, ``num_images``, ``images`` and the set's ``fingerprint``.
+    What the pipeline passes (reid_tasks.steps.calibration_set): never the evaluated query images."""
+
+    images: np.ndarray
+    record: dict[str, Any]
+
+
 def calibration_key(calibration: Any) -> Any:
-    """What identifies a calibration set in the artifact's key: array digest, cache path or fingerprint."""
+    """What identifies a calibration set in the artifact's key: fingerprint, array digest or cache path."""
     if calibration is None:
         return None
+    if isinstance(calibration, CalibrationSet):
+        return {"fingerprint": calibration.record.get("fingerprint")}
     import numpy as np
 
     if isinstance(calibration, np.ndarray):
@@ -123,10 +136,16 @@ def calibration_key(calibration: Any) -> Any:
 
 
 def select_calibration(calibration: Any, num_images: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """The first ``num_images`` query images of a TensorCache (or rows of an array) + a record of them."""
+    """Calibration images + a record of them: a whole CalibrationSet, an array's first ``num_images`` rows,
+    or (targets CLI) the first query images of a TensorCache."""
     if calibration is None:
-        raise ConversionError("int8 needs calibration data: pass calibration=<TensorCache or NCHW array>")
+        raise ConversionError("int8 needs calibration data: pass calibration=<CalibrationSet, TensorCache or array>")
     import numpy as np
+
+    if isinstance(calibration, CalibrationSet):  # used whole, so its fingerprint names exactly what was used
+        if calibration.images.shape[0] == 0:
+            raise ConversionError(f"calibration set is empty: {calibration.record}")
+        return np.ascontiguousarray(calibration.images, dtype=np.float32), dict(calibration.record)
 
     if isinstance(calibration, str | os.PathLike):
         from reid_tasks.preprocess import TensorCache

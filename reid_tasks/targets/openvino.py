@@ -4,8 +4,14 @@
   ``compress_to_fp16=False``); the precision is the CPU plugin's ``INFERENCE_PRECISION_HINT`` (f32 / bf16),
   recorded in the artifact and applied when the IR is compiled. bf16 is offered only where the CPU has
   AVX512-BF16 or AMX (and OpenVINO's OPTIMIZATION_CAPABILITIES lists BF16).
-- int8: ``nncf.quantize`` (post-training, default mixed preset for CPU) calibrated on the first
-  VALIDATION.CALIBRATION.NUM_IMAGES query images; non-quantised ops run in f32.
+- int8: ``nncf.quantize`` (post-training, default mixed preset for CPU) calibrated on the run's calibration set
+  (bounding_box_train, else a gallery hold-out: reid_tasks.steps.calibration_set); non-quantised ops run in f32.
+  On CPUs without VNNI (no avx512_vnni / avx_vnni / amx_int8, or oneDNN capped below them by
+  ``ONEDNN_MAX_CPU_ISA``) the u8 x s8 kernels accumulate pairs in int16 and saturate: measured on the demo model
+  with ``ONEDNN_MAX_CPU_ISA=AVX2``, min cosine to fp32 0.979 with NNCF's default overflow fix (first layer only)
+  against 0.991 with ``OverflowFix.ENABLE`` (7-bit weights on every layer), which is therefore used there.
+  After quantising on such a CPU the IR is checked on the calibration images against the fp32 IR; below
+  VALIDATION.PARITY.REDUCED_MIN_COSINE the target refuses int8 (PrecisionNotSupported, with the measured value).
 
 Runs use the LATENCY performance hint, one synchronous request per batch, with one thread per core:
 per-batch latency and throughput are measured on the same calls (no asynchronous request queue).
@@ -36,6 +42,18 @@ log = logging.getLogger("reid_tasks.targets.openvino")
 
 _HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: ONEDNN_MAX_CPU_ISA values that leave oneDNN without VNNI int8 kernels
+_NO_VNNI_ISAS = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
+
+
+def int8_saturates() -> bool:
+    """True where the CPU plugin's int8 kernels have no VNNI (int16 accumulation that can saturate)."""
+    import os
+
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _NO_VNNI_ISAS:
+        return True
+    return not any(f in cpu_flags() for f in _VNNI_FLAGS)
 
 
 def _ov() -> Any:
@@ -82,7 +100,11 @@ class OpenVinoTarget(Target):
     def settings(self, precision: str) -> dict[str, Any]:
         s: dict[str, Any] = {"compile_config": self.compile_config(precision), "compress_to_fp16": False}
         if precision == "int8":
-            s["nncf"] = {"preset": "default", "num_images": int(self.cfg.VALIDATION.CALIBRATION.NUM_IMAGES)}
+            s["nncf"] = {
+                "preset": "default",
+                "num_images": int(self.cfg.VALIDATION.CALIBRATION.NUM_IMAGES),
+                "overflow_fix": "enable" if int8_saturates() else "first_layer",
+            }
         return s
 
     # ---- conversion
@@ -105,8 +127,11 @@ class OpenVinoTarget(Target):
         calib_record = None
         tool_output = ""
         if precision == "int8":
+            fp32_model = model
             model, calib_record, qline, tool_output = self._quantize(model, calibration, batch_size)
             lines.append(qline)
+            if int8_saturates():
+                calib_record["saturation_check"] = self._check_saturation(fp32_model, model, calibration)
         xml = out_dir / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         lines.append("ov.save_model(model, 'model.xml', compress_to_fp16=False)")
@@ -134,11 +159,40 @@ class OpenVinoTarget(Target):
                 return [batch_size, *rest]
         raise ConversionError(f"{onnx_path}: no input named {INPUT_NAME!r}")
 
+    def _check_saturation(self, fp32_model: Any, int8_model: Any, calibration: Any) -> dict[str, Any]:
+        """int8 vs fp32 IR on the calibration images; PrecisionNotSupported below the parity limit."""
+        import numpy as np
+
+        from reid_tasks.targets.parity import parity_stats
+        from reid_tasks.targets.timing import pad_batch
+
+        data, _ = select_calibration(calibration, int(self.cfg.VALIDATION.CALIBRATION.NUM_IMAGES))
+        core = _ov().Core()
+        outs = []
+        for m in (fp32_model, int8_model):
+            compiled = core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            bs = int(compiled.input(0).get_partial_shape()[0].get_length())
+            rows = [
+                compiled([pad_batch(data[s : s + bs], bs)])[0][: len(data[s : s + bs])] for s in range(0, len(data), bs)
+            ]
+            outs.append(np.concatenate(rows))
+        min_cos, mean_cos, _ = parity_stats(outs[1], outs[0])
+        limit = float(self.cfg.VALIDATION.PARITY.REDUCED_MIN_COSINE)
+        if min_cos < limit:
+            raise PrecisionNotSupported(
+                f"target 'openvino' refuses int8 on this CPU (no VNNI: int8 kernels saturate): min cosine of int8 "
+                f"vs fp32 on the {len(data)} calibration images is {min_cos:.5f} even with NNCF's overflow fix on "
+                f"every layer; limit {limit:g} (VALIDATION.PARITY.REDUCED_MIN_COSINE)"
+            )
+        return {"min_cosine": min_cos, "mean_cosine": mean_cos, "limit": limit, "images": len(data)}
+
     def _quantize(self, model: Any, calibration: Any, batch_size: int) -> tuple[Any, dict[str, Any], str, str]:
         import nncf
         import numpy as np
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
         data, record = select_calibration(calibration, int(self.cfg.VALIDATION.CALIBRATION.NUM_IMAGES))
+        overflow_fix = OverflowFix.ENABLE if int8_saturates() else OverflowFix.FIRST_LAYER
         batches = []
         for s in range(0, data.shape[0], batch_size):
             chunk = data[s : s + batch_size]
@@ -148,15 +202,22 @@ class OpenVinoTarget(Target):
         out = io.StringIO()  # nncf's progress bars go to stdout: keep them in the build log instead
         try:
             with contextlib.redirect_stdout(out):
-                quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
+                quantized = nncf.quantize(
+                    model,
+                    nncf.Dataset(batches),
+                    subset_size=len(batches),
+                    advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix),
+                )
         except Exception as exc:
             raise ConversionError(f"nncf.quantize failed: {exc}\n{out.getvalue()[-2000:]}") from exc
 
         line = (
             f"nncf.quantize(model, nncf.Dataset(<{len(batches)} batches of {batch_size} from "
-            f"{record['num_images']} calibration images>), subset_size={len(batches)})"
+            f"{record['num_images']} calibration images>), subset_size={len(batches)}, "
+            f"advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.{overflow_fix.name}))"
         )
-        return quantized, record | {"method": "nncf.quantize (DEFAULT)"}, line, out.getvalue()
+        method = f"nncf.quantize (DEFAULT, overflow_fix {overflow_fix.name})"
+        return quantized, record | {"method": method}, line, out.getvalue()
 
     # ---- running
     def _open(self, artifact: Artifact) -> Session:

@@ -9,6 +9,8 @@ SQLite database. Arguments:
                            (what a retried record_results task does) and report the row counts
     --attack JSON          conf of a trigger that must be refused (repeatable): reports the Params error or
                            the run's task states, and the files under $REID_DATA_DIR before and after
+    --fail-convert T:B:P   conversion of target T at batch size B, precision P raises (an injected failure;
+                           PrecisionNotSupported, which the retry policy does not retry)
 """
 
 from __future__ import annotations
@@ -95,13 +97,33 @@ def attack(dag, conf: dict) -> dict:
     return result
 
 
+def fail_convert(spec: str) -> None:
+    """Make one (target, batch size, precision) conversion fail, in this process (dag.test runs tasks here)."""
+    from reid_tasks.errors import PrecisionNotSupported
+    from reid_tasks.targets import get_target
+
+    target, batch_size, precision = spec.split(":")
+    cls = type(get_target(target))
+    build = cls._build
+
+    def failing(self, onnx_path, bs, prec, out_dir, **kw):
+        if (bs, prec) == (int(batch_size), precision):
+            raise PrecisionNotSupported(f"injected by the test: {target} cannot build bs{bs} {prec}")
+        return build(self, onnx_path, bs, prec, out_dir, **kw)
+
+    cls._build = failing
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--conf", action="append", default=[])
     parser.add_argument("--attack", action="append", default=[])
     parser.add_argument("--bad-conf")
     parser.add_argument("--record-again", type=int, default=0)
+    parser.add_argument("--fail-convert")
     args = parser.parse_args()
+    if args.fail_convert:
+        fail_convert(args.fail_convert)
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
         print(json.dumps({"import_errors": bag.import_errors}))

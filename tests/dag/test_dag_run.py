@@ -64,6 +64,8 @@ def dag_runs(airflow_home, tmp_path_factory, synthetic_market, demo_checkpoint):
     }
     clean = dict(base)  # demo checkpoint: the published reference accuracy does not apply
     regressed = dict(base, reference_rank1=94.5, reference_map=85.9)  # explicit: the demo weights fall short
+    # 6 artifacts, openvino bs4 fails to convert (injected by the runner; the clean runs never build it)
+    partial = dict(base, targets=["onnxruntime", "openvino"], batch_sizes=[1, 2, 4])
     try:
         proc = run_py(
             RUNNER,
@@ -74,6 +76,10 @@ def dag_runs(airflow_home, tmp_path_factory, synthetic_market, demo_checkpoint):
             json.dumps(clean),
             "--conf",
             json.dumps(regressed),
+            "--conf",
+            json.dumps(partial),
+            "--fail-convert",
+            "openvino:4:fp32",
             "--record-again",
             "2",
             timeout=840,
@@ -109,9 +115,9 @@ def test_clean_run_succeeds_and_skips_unchosen_targets(dag_runs):
     for task in ("prepare_run", "export_model", "preprocess_data", "reference_features", "onnxruntime.plan"):
         assert s[task] == ["success"], task
     for step in ("convert", "benchmark", "evaluate"):
-        assert s[f"onnxruntime.{step}"] == ["success", "success"], step  # one per batch size
+        assert s[f"onnxruntime.artifact.{step}"] == ["success", "success"], step  # one per batch size
     for target in ("ascend310", "openvino", "pytorch"):
-        assert set(s[f"{target}.plan"]) == {"skipped"} and set(s[f"{target}.evaluate"]) == {"skipped"}
+        assert set(s[f"{target}.plan"]) == {"skipped"} and set(s[f"{target}.artifact.evaluate"]) == {"skipped"}
     for task in ("record_results", "check_regressions", "finish"):
         assert s[task] == ["success"], task
 
@@ -165,8 +171,35 @@ def test_regression_fails_the_run_notifies_and_marks_it_regressed(dag_runs):
         )
     }
     assert "accuracy_reference" in rules
-    [payload] = dag_runs["webhook"]
-    assert payload["run_key"] == key
+    [payload] = [p for p in dag_runs["webhook"] if p["run_key"] == key]
     assert payload["source"] == "reid-validate"
     assert {a["rule"] for a in payload["alerts"]} == rules
     assert "vs reference 94.50" in payload["text"]
+
+
+def test_one_failed_artifact_keeps_the_others_and_fails_the_run(dag_runs):
+    run = dag_runs["runs"][2]
+    s = states(run)
+    key = f"reid_validation/{run['run_id']}"
+    alerts = _rows(
+        dag_runs["db"],
+        "SELECT count(*) FROM alerts a JOIN validation_runs r ON a.run_id = r.id WHERE r.run_key = ?",
+        key,
+    )[0][0]
+    assert run["state"] == "failed" and run["status"] == ("regressed" if alerts else "failed")  # never success
+    assert sorted(s["openvino.artifact.convert"]) == ["failed", "success", "success"]
+    assert sorted(s["openvino.artifact.evaluate"]) == ["success", "success", "upstream_failed"]
+    assert s["onnxruntime.artifact.evaluate"] == ["success"] * 3
+    assert s["record_results"] == ["success"] and s["finish"] == ["success"]
+    assert s["check_regressions"] == ["failed"]  # red, and says why
+    acc = _rows(
+        dag_runs["db"],
+        "SELECT a.target, a.batch_size FROM accuracy_results a JOIN validation_runs r ON a.run_id = r.id "
+        "WHERE r.run_key = ? ORDER BY 1, 2",
+        key,
+    )
+    assert acc == [("onnxruntime", 1), ("onnxruntime", 2), ("onnxruntime", 4), ("openvino", 1), ("openvino", 2)]
+    [failure_file] = (dag_runs["db"].parent / "data").rglob("failures/openvino_bs4_fp32.json")
+    failure = json.loads(failure_file.read_text())
+    assert failure["stage"] == "convert" and failure["attempt"] == 1
+    assert failure["message"].startswith("PrecisionNotSupported: injected by the test: openvino cannot build bs4")

@@ -123,10 +123,10 @@ def test_dag_offers_schedules_and_runs_the_plugin_target(
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     out = last_json(proc.stdout)
     assert "toy" in out["enum"]
-    assert out["toy_tasks"]["toy.convert"] == ["toy_queue", "default_pool"]
-    assert out["toy_tasks"]["toy.benchmark"] == ["toy_queue", "toy_devices"]
+    assert out["toy_tasks"]["toy.artifact.convert"] == ["toy_queue", "default_pool"]
+    assert out["toy_tasks"]["toy.artifact.benchmark"] == ["toy_queue", "toy_devices"]
     states = {(task, idx): state for task, idx, state in out["tis"]}
     assert out["state"] == "success", out["tis"]
     for step in ("convert", "benchmark", "evaluate"):
-        assert states[(f"toy.{step}", 0)] == "success", step
+        assert states[(f"toy.artifact.{step}", 0)] == "success", step
     assert states[("onnxruntime.plan", -1)] == "skipped"

@@ -165,3 +165,38 @@ def test_openvino_convert_and_run(tiny_onnx, images, ref, art_dir, precision, ma
     if precision == "int8":
         assert art.calibration["num_images"] == 9 and "nncf.quantize" in art.command
     assert perf.extra["execution_precision"] == hint
+
+
+def test_openvino_int8_saturation_detection(monkeypatch) -> None:
+    from reid_tasks.targets import openvino
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(openvino, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert openvino.int8_saturates()
+    monkeypatch.setattr(openvino, "cpu_flags", lambda: frozenset({"avx2", "avx_vnni"}))
+    assert not openvino.int8_saturates()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN capped below VNNI: saturates whatever the CPU has
+    assert openvino.int8_saturates()
+    assert ov_target.settings("int8")["nncf"]["overflow_fix"] == "enable"
+
+
+@pytest.mark.skipif("int8" not in ov_target.supported_precisions(), reason="nncf not installed")
+def test_openvino_int8_without_vnni_uses_overflow_fix_or_refuses(tiny_onnx, images, tmp_path, monkeypatch) -> None:
+    """On a CPU without VNNI (simulated: the saturation test is forced) int8 is quantised with NNCF's overflow
+    fix on every layer and checked against fp32 on the calibration images; below the limit it is refused."""
+    from reid_tasks.errors import PrecisionNotSupported
+    from reid_tasks.targets import openvino
+    from reid_tasks.targets.build import CalibrationSet
+
+    monkeypatch.setattr(openvino, "int8_saturates", lambda: True)
+    calib = CalibrationSet(images[:8], {"split": "train", "num_images": 8, "fingerprint": "f" * 64})
+    art = ov_target.convert(tiny_onnx, 4, "int8", tmp_path / "a", calibration=calib)
+    assert "overflow_fix=OverflowFix.ENABLE" in art.command
+    check = art.calibration["saturation_check"]
+    assert check["images"] == 8 and check["min_cosine"] >= check["limit"] == 0.99
+    assert art.calibration["fingerprint"] == "f" * 64 and art.calibration["split"] == "train"
+
+    strict = get_target("openvino", load_config(opts=["VALIDATION.PARITY.REDUCED_MIN_COSINE", 0.999999]))
+    with pytest.raises(PrecisionNotSupported, match=r"refuses int8 on this CPU .*min cosine .* limit 0.999999"):
+        strict.convert(tiny_onnx, 4, "int8", tmp_path / "b", calibration=calib)
+    assert not list((tmp_path / "b").glob("openvino_*"))  # nothing half-built left behind
