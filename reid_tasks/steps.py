@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -122,7 +123,7 @@ def _run_info(ctx: Mapping[str, Any], **extra: Any) -> Any:
         config_overrides={k: v for k, v in overrides(cfg_of(ctx)).items() if k not in SECRET_KEYS},
         notes=ctx.get("notes", ""),
         airflow_url=ctx.get("airflow_url"),
-        kind=ctx.get("run_kind", "configured"),
+        kind=ctx.get("run_kind") or "configured",
         **extra,
     )
 
@@ -507,10 +508,23 @@ def benchmark_artifact(ctx: Mapping[str, Any], artifact: Mapping[str, Any], data
     return {
         "artifact": dict(artifact),
         "features_path": str(feats_path),
-        "perf": {**perf.to_dict(), **device},
-        "perf_pure": {**pure.to_dict(), **device} if pure else None,
+        "perf": _measured_on(art.target, {**perf.to_dict(), **device}),
+        "perf_pure": _measured_on(art.target, {**pure.to_dict(), **device}) if pure else None,
         "budget": budget.as_dict(),
     }
+
+
+def _measured_on(target: str, perf: dict[str, Any]) -> dict[str, Any]:
+    """A perf dict with what it was measured on, taken here ON THE BENCHMARK WORKER: ``hardware`` (plus what
+    the target adds in ``extra["hardware"]``, e.g. Ascend SoC / driver / chips), ``environment`` (this
+    worker's packages) and ``simulated`` (numbers from test doubles)."""
+    from .hardware import collect_environment, collect_hardware
+
+    extra = perf.get("extra") or {}
+    dev = perf.get("device_kind") if perf.get("device_id") is None else f"{perf['device_kind']}:{perf['device_id']}"
+    hardware = {**collect_hardware(target, device=dev), **(extra.get("hardware") or {})}
+    simulated = bool(perf.get("simulated") or extra.get("double"))
+    return {**perf, "hardware": hardware, "environment": collect_environment(), "simulated": simulated}
 
 
 def evaluate_artifact(
@@ -641,7 +655,12 @@ def run_failures(ctx: Mapping[str, Any], evaluations: Sequence[Mapping[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------ results
-def _perf_row(perf: Mapping[str, Any], precision: str) -> Any:
+def _eval_config(cfg: Any) -> dict[str, Any]:
+    """The evaluation config that is part of a series' identity."""
+    return {"neck_feat": str(cfg.TEST.NECK_FEAT), "feat_norm": cfg.TEST.FEAT_NORM == "yes"}
+
+
+def _perf_row(perf: Mapping[str, Any], precision: str, eval_config: Mapping[str, Any]) -> Any:
     from .results import PerfRow
 
     return PerfRow(
@@ -664,7 +683,27 @@ def _perf_row(perf: Mapping[str, Any], precision: str) -> Any:
         device_id=None if perf.get("device_id") is None else str(perf["device_id"]),
         tool_versions=dict(perf.get("tool_versions") or {}),
         artifact_sha256=(perf.get("extra") or {}).get("artifact_sha256"),
+        simulated=bool(perf.get("simulated") or (perf.get("extra") or {}).get("double")),
+        hardware=dict(perf.get("hardware") or {}),
+        device_host=perf.get("device_host"),
+        neck_feat=eval_config["neck_feat"],
+        feat_norm=eval_config["feat_norm"],
     )
+
+
+def _worker_environment(evaluations: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's environment as the benchmark workers saw it: one worker's environment (all alike), else this
+    host's with each target's worker under ``workers``; ``extra`` (devices, tool versions) on top."""
+    from .results import collect_environment
+
+    workers = {e["perf"]["target"]: e["perf"]["environment"] for e in evaluations if e["perf"].get("environment")}
+    distinct = {json.dumps(w, sort_keys=True, default=str) for w in workers.values()}
+    if len(distinct) == 1:
+        return {**next(iter(workers.values())), **extra}
+    env = collect_environment(extra)
+    if workers:
+        env["workers"] = workers
+    return env
 
 
 def record_results(
@@ -675,9 +714,10 @@ def record_results(
 ) -> dict[str, Any]:
     """Upsert the run (with model/ONNX hashes, dataset fingerprint, environment) and its perf/accuracy rows,
     with the parity gate settled across artifacts; ``failures``: the artifacts that failed (``capture_failure``)."""
-    from .results import AccuracyRow, collect_environment
+    from .results import AccuracyRow, FailureRow
 
     evaluations = finalize_parity(ctx, evaluations)
+    eval_config = _eval_config(cfg_of(ctx))
     store = _store(ctx)
     env_extra: dict[str, Any] = {}
     for e in evaluations:
@@ -694,7 +734,7 @@ def record_results(
             model_sha256=(export or {}).get("checkpoint_sha256"),
             onnx_sha256=(export or {}).get("onnx_sha256"),
             dataset_fingerprint=dict((data or {}).get("dataset_fingerprint") or {}),
-            environment=collect_environment(env_extra),
+            environment=_worker_environment(evaluations, env_extra),
         ),
         reset_status=False,
     )
@@ -702,7 +742,7 @@ def record_results(
     for e in evaluations:
         for perf in (e["perf"], e.get("perf_pure")):
             if perf:
-                store.record_perf(ctx["run_key"], _perf_row(perf, e["precision"]))
+                store.record_perf(ctx["run_key"], _perf_row(perf, e["precision"], eval_config))
                 perf_rows += 1
         m, c, p = e["metrics"], e["counts"], e["parity"]
         store.record_accuracy(
@@ -725,10 +765,31 @@ def record_results(
                 parity_max_abs_diff=p["max_abs_diff"],
                 flagged=bool(e["flagged"]),
                 flag_reason="; ".join(e["flag_reasons"]) or None,
+                simulated=bool(e.get("simulated") or e["perf"].get("simulated")),
+                parity_passed=p.get("passed"),
+                parity_sample_size=p.get("sample_size"),
+                parity_detail={k: v for k, v in p.items() if k not in ("min_cosine", "mean_cosine", "max_abs_diff")},
+                calibration_fingerprint=e.get("calibration_fingerprint"),
+                neck_feat=eval_config["neck_feat"],
             ),
         )
         acc_rows += 1
+    for e in evaluations:  # a retried task that succeeded replaces its failure row
+        store.clear_failure(ctx["run_key"], e["target"], int(e["batch_size"]), e["precision"])
     failures = run_failures(ctx, evaluations)
+    for f in failures:
+        store.record_failure(
+            ctx["run_key"],
+            FailureRow(
+                target=f["target"],
+                batch_size=int(f["batch_size"]),
+                precision=f["precision"],
+                stage=f["stage"],
+                message=f["message"],
+                log_tail=f.get("log_tail") or "",
+                attempt=int(f.get("attempt") or 1),
+            ),
+        )
     return {
         "run_key": ctx["run_key"],
         "perf_rows": perf_rows,
@@ -741,11 +802,23 @@ def record_results(
 RELEASED_CHECKPOINT_MD5 = "0811054928b8aa70b6ea64e71ef99aaf"
 
 
+#: Rank-1 / mAP published for the released checkpoint with re-ranking (reid-strong-baseline, float16 re-ranking)
+PUBLISHED_RERANK = {"rank1": 95.4, "mAP": 94.2}
+
+
 def reference_applies(ctx: Mapping[str, Any]) -> bool:
-    """The published Rank-1/mAP are a valid reference only for the released checkpoint, or when the run's
-    params name reference values explicitly (another checkpoint, its own expected accuracy)."""
+    """The published Rank-1/mAP are a valid reference only for the released checkpoint evaluated as published
+    (``TEST.NECK_FEAT after``, ``TEST.FEAT_NORM yes``), or when the run's params name reference values
+    explicitly (another checkpoint, its own expected accuracy)."""
     if ctx.get("reference_explicit"):
         return True
+    return _published_applies(ctx)
+
+
+def _published_applies(ctx: Mapping[str, Any]) -> bool:
+    cfg = cfg_of(ctx)
+    if str(cfg.TEST.NECK_FEAT) != "after" or str(cfg.TEST.FEAT_NORM) != "yes":
+        return False
     path = Path(ctx.get("checkpoint") or "")
     if not path.is_file():
         return False
@@ -758,12 +831,18 @@ def check_regressions(ctx: Mapping[str, Any]) -> dict[str, Any]:
     from .results import RuleConfig
 
     use_reference = reference_applies(ctx)
-    verdict = _store(ctx).evaluate_run(ctx["run_key"], RuleConfig.from_cfg(cfg_of(ctx), use_reference=use_reference))
+    rules = RuleConfig.from_cfg(cfg_of(ctx), use_reference=use_reference)
+    if use_reference and not ctx.get("reference_explicit") and _published_applies(ctx):
+        rules = dataclasses.replace(
+            rules, reference_rerank_rank1=PUBLISHED_RERANK["rank1"], reference_rerank_map=PUBLISHED_RERANK["mAP"]
+        )
+    verdict = _store(ctx).evaluate_run(ctx["run_key"], rules)
     out = verdict.to_dict()
     out["summary"] = verdict.summary_lines()
     if not use_reference:
         out["summary"].append(
-            "accuracy vs published reference: not applied (not the released checkpoint, no reference given)"
+            "accuracy vs published reference: not applied (not the released checkpoint evaluated with "
+            "TEST.NECK_FEAT after / TEST.FEAT_NORM yes, and no reference given)"
         )
     return out
 

@@ -248,7 +248,7 @@ def _accuracy(out: _Verdicts, obs: Observation, cfg: RuleConfig) -> None:
     detector = accuracy_detector(cfg)
     for metric in rules.ACCURACY_RULE_METRICS:
         observed = float(obs.values[metric])  # type: ignore[arg-type]
-        reference = None if obs.simulated else cfg.reference_accuracy(metric)
+        reference = None if obs.simulated else cfg.reference_accuracy(metric, bool(obs.series.get("re_ranking")))
         if reference is not None:
             out.add(rules.accuracy_reference_check(metric, observed, reference, cfg.ref_acc_tolerance), obs)
         if not _change(out, obs, metric, detector):
