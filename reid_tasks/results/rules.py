@@ -434,12 +434,16 @@ def parity_checks(artifact: str, passed: bool | None, detail: Mapping[str, Any])
         return []
     out = []
     for c in detail.get("checks") or []:
+        limit = float(c.get("limit") or 0.0)
+        if c.get("passed") is None:  # not evaluated (its fp32 sibling failed: the run is red by its failure row)
+            text = f"parity gate not evaluated for artifact {artifact}: {c.get('measure')} (limit {limit:.6g})"
+            out.append(Check("parity", str(c.get("measure")), None, None, limit, None, None, 0, text))
+            continue
         ok = bool(c.get("passed"))
-        value, limit = float(c.get("value") or 0.0), float(c.get("limit") or 0.0)
+        value = float(c.get("value") or 0.0)
         verdict = "passed" if ok else "FAILED"
         text = f"parity gate {verdict} for artifact {artifact}: {c.get('measure')} = {value:.6g} (limit {limit:.6g})"
-        observed = float(value)
-        out.append(Check("parity", str(c.get("measure")), observed, None, limit, None, not ok, 0, text))
+        out.append(Check("parity", str(c.get("measure")), value, None, limit, None, not ok, 0, text))
     if not passed and not any(c.regressed for c in out):
         out.append(
             Check("parity", "parity", 0.0, None, None, None, True, 0, f"parity gate FAILED for artifact {artifact}")

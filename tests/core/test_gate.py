@@ -185,7 +185,7 @@ def test_calibration_holds_out_gallery_images_the_parity_sample_excludes(
 def test_int8_below_the_parity_limit_turns_the_cli_run_red(
     tmp_path: Path, synthetic_market: Path, demo_checkpoint: Path, capsys
 ) -> None:
-    _code, _argv = _run(
+    code, _argv = _run(
         tmp_path,
         synthetic_market,
         demo_checkpoint,
@@ -200,12 +200,22 @@ def test_int8_below_the_parity_limit_turns_the_cli_run_red(
         "local/parity-gate",
         overrides=("VALIDATION.PARITY.REDUCED_MIN_COSINE", "0.99999"),
     )
+    assert code == 1  # the parity gate fails the run like any other alert
     out = json.loads(capsys.readouterr().out)
     by_precision = {r["precision"]: r for r in out["rows"]}
     assert not by_precision["fp32"]["flag"]
     flag = by_precision["int8"]["flag"]
     assert flag.startswith("onnxruntime bs1 int8: min cosine similarity to the PyTorch fp32 reference 0.9")
     assert "limit 0.99999 (VALIDATION.PARITY.REDUCED_MIN_COSINE)" in flag
+
+    # `reid-validate alerts --format json` lists the parity alert of the int8 artifact
+    assert cli.main(["alerts", "--db", f"sqlite:///{tmp_path / 'results.sqlite'}", "--format", "json"]) == 0
+    alerts = json.loads(capsys.readouterr().out)
+    parity = [a for a in alerts if a["rule"] == "parity"]
+    assert [(a["run_key"], a["metric"], a["threshold"]) for a in parity] == [
+        ("local/parity-gate", "min_cosine", 0.99999)
+    ]
+    assert "onnxruntime/bs1/int8" in parity[0]["message"] and parity[0]["observed"] < 0.99999
 
     manifest = json.loads(
         next((tmp_path / "runs").rglob("onnxruntime_bs1_int8/artifact.json")).read_text(encoding="utf-8")

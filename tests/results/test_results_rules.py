@@ -269,3 +269,24 @@ def test_ack_of_last_alert_accepts_the_run_as_baseline(store) -> None:  # type: 
         store.ack(alert.id)
     assert store.get_run("drop1").status == "success"
     assert store.alerts(open_only=True) == []
+
+
+def test_parity_check_not_evaluated_is_no_verdict_not_an_alert():
+    from reid_tasks.results.rules import parity_checks
+
+    detail = {
+        "checks": [
+            {"measure": "min_cosine", "value": 0.9991, "limit": 0.99, "passed": True},
+            {"measure": "rank1_drop", "value": None, "limit": 0.5, "passed": None},
+        ]
+    }
+    checks = parity_checks("onnxruntime bs1 int8", True, detail)
+    assert [(c.metric, c.regressed) for c in checks] == [("min_cosine", False), ("rank1_drop", None)]
+    assert "not evaluated" in checks[1].detail
+    failed = parity_checks(
+        "onnxruntime bs1 int8",
+        False,
+        {"checks": [{"measure": "min_cosine", "value": 0.97, "limit": 0.99, "passed": False}]},
+    )
+    assert [c.regressed for c in failed] == [True]
+    assert "0.97" in failed[0].detail and "0.99" in failed[0].detail
