@@ -181,6 +181,10 @@ def test_pure_inference_both_runners(target: AscendTarget, tiny_onnx: Path, tmp_
     pure = target.benchmark_pure(art, batches=5, repeats=2, data="zero")
     assert pure.mode == "pure" and pure.samples == 10 and pure.e2e_throughput is None and pure.repeats == 2
     assert pure.throughput_best == pytest.approx(1000 * 2 / 1.5) and pure.extra["data"] == "zero"
+    # the SoC, driver and chips join the perf series identity (steps merges extra["hardware"])
+    hardware = pure.extra["hardware"]
+    assert hardware["ascend_soc"] == pure.device_kind and hardware["ascend_chips"] == 4
+    assert hardware["ascend_driver"] and hardware["ascend_driver"] != "unknown"
     legacy = target.benchmark_pure(art, batches=20, repeats=1, runner="benchmark", out_dir=tmp_path / "pure")
     assert (
         tmp_path / "pure" / "benchmark" / "pure0" / "result" / "PureInfer_perf_of_tiny_bs2_in_device_0.txt"
