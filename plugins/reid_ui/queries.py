@@ -27,6 +27,7 @@ RESULT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("trigger", "Trigger", ""),
     ("target", "Target", ""),
     ("device_kind", "Device", ""),
+    ("device", "Benchmark device", ""),
     ("batch_size", "Batch", ""),
     ("precision", "Precision", ""),
     ("throughput_best", "Throughput best", "samples/s"),

@@ -193,6 +193,7 @@ RESULT_COLUMNS = (
     "device_kind",
     "batch_size",
     "precision",
+    "device",
     "throughput_best",
     "throughput_median",
     "latency_p99_ms",

@@ -67,6 +67,7 @@ class ResultRow(_Record):
     device_kind: str | None
     batch_size: int
     precision: str
+    device: str | None = None  # where the 'real' benchmark ran: "host:id" of a leased device, else the host
     throughput_best: float | None = None
     throughput_median: float | None = None
     latency_p50_ms: float | None = None
@@ -257,6 +258,7 @@ def merge_rows(
             cell["pure_throughput"] = p.throughput_best
         if p.mode == "real" or "throughput_best" not in cell:
             cell.update(
+                device=_device_label(p.device_host, p.device_id),
                 throughput_best=p.throughput_best if p.mode == "real" else None,
                 throughput_median=p.throughput_median if p.mode == "real" else None,
                 latency_p50_ms=p.latency_p50_ms,
@@ -359,3 +361,10 @@ def build_series(
         band=band,
         method=method,
     )
+
+
+def _device_label(host: str | None, device_id: str | None) -> str | None:
+    """``host:id`` of a leased device (device 0 on two hosts are two devices), the host alone for CPU targets."""
+    if host is None:
+        return None if device_id is None else str(device_id)
+    return host if device_id is None else f"{host}:{device_id}"

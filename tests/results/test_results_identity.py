@@ -106,6 +106,27 @@ def test_run_kind_and_disk_usage(store: ResultsStore) -> None:
         store.set_disk_usage("demo", -1)
 
 
+def test_benchmark_device_is_shown_with_its_host(store: ResultsStore) -> None:
+    """Device 0 on two hosts are two devices: the results rows name host and id."""
+    store.start_run(RunInfo(run_key="fleet", started_at=T0))
+    for host in ("npu-a", "npu-b"):
+        store.record_perf(
+            "fleet",
+            perf_row(
+                2500.0,
+                target="ascend310",
+                device_kind="310",
+                precision="fp16",
+                device_host=host,
+                device_id="0",
+                batch_size=1 if host == "npu-a" else 4,
+            ),
+        )
+    store.record_perf("fleet", perf_row(30.0, device_host="worker-1"))
+    devices = {(r.target, r.batch_size): r.device for r in store.results(run_key="fleet")}
+    assert devices == {("ascend310", 1): "npu-a:0", ("ascend310", 4): "npu-b:0", ("onnxruntime", 16): "worker-1"}
+
+
 def test_failure_rows_fail_the_run_and_a_retry_clears_them(store: ResultsStore) -> None:
     key = "r1"
     store.start_run(RunInfo(run_key=key, started_at=T0, model_sha256="a" * 64))
