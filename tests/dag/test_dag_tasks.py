@@ -27,7 +27,7 @@ class FakeTI:
     def xcom_push(self, key, value):
         self.pushed[key] = value
 
-    def xcom_pull(self, task_ids, key):
+    def xcom_pull(self, task_ids, key="return_value"):
         return self.xcoms.get((task_ids, key))
 
 
@@ -77,6 +77,16 @@ def test_finish_status(dag_module, monkeypatch, alert_count, stored, returned):
     ti = FakeTI({("check_regressions", "alert_count"): alert_count})
     assert dag_module.finish.function({"run_key": "k"}, ti=ti) == returned
     assert calls == [stored]  # the store turns 'success' with open alerts into 'regressed'
+
+
+@pytest.mark.parametrize(("alert_count", "stored", "returned"), [(0, "failed", "failed"), (1, "success", "regressed")])
+def test_finish_with_a_failed_artifact_is_never_success(dag_module, monkeypatch, alert_count, stored, returned):
+    calls = []
+    monkeypatch.setattr(steps, "finish_run", lambda ctx, status: calls.append(status))
+    recorded = {"failures": [{"target": "onnxruntime", "batch_size": 1, "precision": "fp32", "stage": "convert"}]}
+    ti = FakeTI({("check_regressions", "alert_count"): alert_count, ("record_results", "return_value"): recorded})
+    assert dag_module.finish.function({"run_key": "k"}, ti=ti) == returned
+    assert calls == [stored]
 
 
 def test_finish_when_prepare_failed(dag_module, monkeypatch):
