@@ -7,6 +7,7 @@ with a real auth manager, see tests/plugin); ``plugins/reid_results.py`` wires i
 import logging
 import os
 import threading
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
 from typing import Annotated, Any
@@ -50,6 +51,47 @@ Precision = Annotated[str | None, Query(max_length=16)]
 BatchSize = Annotated[int | None, Query(ge=1, le=MAX_BATCH)]
 When = Annotated[str | None, Query(max_length=40, description="ISO date (2024-05-31) or datetime")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+def filter_params(default_limit: int) -> Callable[..., dict[str, Any]]:
+    """A dependency: the results filters' query parameters as given (FastAPI checks types and ranges: 422),
+    ``limit`` defaulting to ``default_limit``; ``ResultFilters.parse(**them)`` does the rest."""
+
+    def params(
+        target: Name = None,
+        device_kind: Name = None,
+        batch_size: BatchSize = None,
+        precision: Precision = None,
+        since: When = None,
+        until: When = None,
+        limit: Limit = default_limit,
+    ) -> dict[str, Any]:
+        return {
+            "target": target,
+            "device_kind": device_kind,
+            "batch_size": batch_size,
+            "precision": precision,
+            "since": since,
+            "until": until,
+            "limit": limit,
+        }
+
+    return params
+
+
+def result_filters(default_limit: int) -> Callable[..., ResultFilters]:
+    """A dependency: the results filters parsed (a bad one raises FilterError, answered 422 with the reason)."""
+    given = filter_params(default_limit)
+
+    def parsed(params: Annotated[dict[str, Any], Depends(given)]) -> ResultFilters:
+        return ResultFilters.parse(**params)
+
+    return parsed
+
+
+FilterParams = Annotated[dict[str, Any], Depends(filter_params(DEFAULT_LIMIT))]
+Filters = Annotated[ResultFilters, Depends(result_filters(DEFAULT_LIMIT))]
+CsvFilters = Annotated[ResultFilters, Depends(result_filters(MAX_LIMIT))]  # the export: every row by default
 
 
 class StoreHolder:
@@ -173,29 +215,10 @@ def create_app(
 
     # ------------------------------------------------------------------ pages
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def results_page(
-        request: Request,
-        principal: PageUser,
-        db: Store,
-        target: Name = None,
-        device_kind: Name = None,
-        batch_size: BatchSize = None,
-        precision: Precision = None,
-        since: When = None,
-        until: When = None,
-        limit: Limit = DEFAULT_LIMIT,
-    ) -> Response:
+    def results_page(request: Request, principal: PageUser, db: Store, raw: FilterParams) -> Response:
         error = None
         try:
-            f = ResultFilters.parse(
-                target=target,
-                device_kind=device_kind,
-                batch_size=batch_size,
-                precision=precision,
-                since=since,
-                until=until,
-                limit=limit,
-            )
+            f = ResultFilters.parse(**raw)
             data = queries.results(db, f)
         except FilterError as exc:
             error, f, data = str(exc), ResultFilters(), {"results": [], "count": 0, "truncated": False, "filters": {}}
@@ -210,14 +233,6 @@ def create_app(
             }
         elif choices:
             chart = choices[0]
-        raw = {
-            "target": target,
-            "device_kind": device_kind,
-            "batch_size": batch_size,
-            "precision": precision,
-            "since": since,
-            "until": until,
-        }
         return templates.TemplateResponse(
             request,
             "results.html",
@@ -284,51 +299,13 @@ def create_app(
 
     # ------------------------------------------------------------------ API
     @app.get("/api/results")
-    def api_results(
-        _user: ApiUser,
-        db: Store,
-        target: Name = None,
-        device_kind: Name = None,
-        batch_size: BatchSize = None,
-        precision: Precision = None,
-        since: When = None,
-        until: When = None,
-        limit: Limit = DEFAULT_LIMIT,
-    ) -> dict[str, Any]:
+    def api_results(_user: ApiUser, db: Store, f: Filters) -> dict[str, Any]:
         """Result rows, newest first: one per run x (target, device, batch, precision), perf and accuracy."""
-        f = ResultFilters.parse(
-            target=target,
-            device_kind=device_kind,
-            batch_size=batch_size,
-            precision=precision,
-            since=since,
-            until=until,
-            limit=limit,
-        )
         return queries.results(db, f)
 
     @app.get("/api/results.csv", response_class=Response)
-    def api_results_csv(
-        _user: ApiUser,
-        db: Store,
-        target: Name = None,
-        device_kind: Name = None,
-        batch_size: BatchSize = None,
-        precision: Precision = None,
-        since: When = None,
-        until: When = None,
-        limit: Limit = MAX_LIMIT,
-    ) -> Response:
+    def api_results_csv(_user: ApiUser, db: Store, f: CsvFilters) -> Response:
         """The same rows as /api/results as CSV (units in the header)."""
-        f = ResultFilters.parse(
-            target=target,
-            device_kind=device_kind,
-            batch_size=batch_size,
-            precision=precision,
-            since=since,
-            until=until,
-            limit=limit,
-        )
         body = queries.results_csv(queries.results(db, f)["results"])
         return Response(
             body,

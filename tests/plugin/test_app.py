@@ -164,8 +164,9 @@ def test_result_filters(client, tokens, params, expected):
             assert {row[key] for row in rows} <= {params[key]}
 
 
-def test_device_kind_and_until_are_filtered_by_the_store(client, tokens, monkeypatch):
-    """The filters reach ResultsStore.results (SQL), which is asked for one row more than shown."""
+@pytest.fixture
+def store_calls(monkeypatch):
+    """The keyword arguments of every ResultsStore.results call (which still runs)."""
     from reid_tasks.results import ResultsStore
 
     calls = []
@@ -176,9 +177,14 @@ def test_device_kind_and_until_are_filtered_by_the_store(client, tokens, monkeyp
         return original(self, **kwargs)
 
     monkeypatch.setattr(ResultsStore, "results", spy)
+    return calls
+
+
+def test_device_kind_and_until_are_filtered_by_the_store(client, tokens, store_calls):
+    """The filters reach ResultsStore.results (SQL), which is asked for one row more than shown."""
     params = {"device_kind": "cpu", "until": "2026-11-03", "limit": 3}
     data = client.get("/reid/api/results", params=params, headers=bearer(tokens["viewer"])).json()
-    assert calls == [
+    assert store_calls == [
         {
             "target": None,
             "device_kind": "cpu",
@@ -194,6 +200,28 @@ def test_device_kind_and_until_are_filtered_by_the_store(client, tokens, monkeyp
     assert data["filters"] == {"device_kind": "cpu", "until": "2026-11-03T23:59:59.999999+00:00", "limit": "3"}
     whole = client.get("/reid/api/results", params={"until": "2026-11-03"}, headers=bearer(tokens["viewer"])).json()
     assert whole["count"] == 6 and whole["truncated"] is False
+
+
+@pytest.mark.parametrize(
+    ("path", "limit"), [("/reid/", 200), ("/reid/api/results", 200), ("/reid/api/results.csv", 5000)]
+)
+def test_each_results_route_takes_the_filters_with_its_default_limit(client, tokens, store_calls, path, limit):
+    params = {
+        "target": "onnxruntime",
+        "device_kind": "cpu",
+        "batch_size": 16,
+        "precision": "fp32",
+        "since": "2026-11-02",
+    }
+    r = client.get(path, params=params, headers=bearer(tokens["viewer"]))
+    assert r.status_code == 200, r.text
+    assert store_calls == [{**params, "since": datetime(2026, 11, 2, tzinfo=UTC), "until": None, "limit": limit + 1}]
+
+
+@pytest.mark.parametrize("path", ["/reid/api/results", "/reid/api/results.csv"])
+def test_bad_filter_without_token_is_401_not_422(client, path):
+    r = client.get(path, params={"since": "2026-11-05", "until": "2026-11-01"})
+    assert r.status_code == 401
 
 
 @pytest.mark.parametrize(
