@@ -49,15 +49,8 @@ from airflow.sdk import (
 
 from reid_tasks.assets import CHECKPOINT_ASSET, CHECKPOINT_EXTRA_KEY, VALIDATED_MODELS_ALIAS
 from reid_tasks.config import load_config
-from reid_tasks.settings import (
-    BATCH_SIZE_RANGE,
-    OVERRIDE_ITEM_PATTERN,
-    OVERRIDE_KEY_PATTERN,
-    OVERRIDE_LINES_PATTERN,
-    SOC_VERSIONS,
-    allow_list_text,
-)
-from reid_tasks.targets import PRECISIONS, get_target, target_names
+from reid_tasks.form import trigger_form
+from reid_tasks.targets import get_target, target_names
 
 CFG = load_config(os.environ.get("REID_CONFIG_FILE") or None)
 TARGETS = list(target_names())
@@ -99,135 +92,6 @@ DB_RETRIES: dict[str, Any] = {
 def benchmark_pool(target_name: str) -> str:
     """The Airflow pool a target's benchmarks take, as the target declares it (``Target.scheduling``)."""
     return get_target(target_name, CFG).scheduling().pool
-
-
-def _params() -> dict[str, Param]:
-    """The trigger form. Where empty means "use the deployment's value" the type is nullable, so the form can
-    be submitted with its defaults. Bounds sit in ``allOf``: the form's number field clamps to a top-level
-    minimum/maximum without a word (150 became 100); nested, they only validate, so a bad value is refused."""
-    v = CFG.VALIDATION
-    roots = "VALIDATION.ALLOWED_ROOTS of the deployment (default: its data dir)"
-    return {
-        "checkpoint": Param(
-            None,
-            type=["null", "string"],
-            title="Checkpoint",
-            description=(
-                "Path of the reid-strong-baseline .pth checkpoint on the workers, under the allowed roots "
-                f"({roots}). Empty: the deployment's checkpoint (TEST.WEIGHT); when it names none, the demo "
-                "checkpoint if the deployment allows demo runs (VALIDATION.DEMO), else the run fails."
-            ),
-        ),
-        "config_file": Param(
-            None,
-            type=["null", "string"],
-            title="Config file",
-            description=(
-                "A reid-strong-baseline / reid-validate yml on the workers, under the allowed roots, merged over "
-                "the deployment configuration; it may set run settings only (see Config overrides). Empty: none."
-            ),
-        ),
-        "config_overrides": Param(
-            None,
-            type=["null", "string", "array", "object"],
-            maxLength=5000,
-            pattern=OVERRIDE_LINES_PATTERN,
-            items={"type": "string", "pattern": OVERRIDE_ITEM_PATTERN},
-            propertyNames={"pattern": OVERRIDE_KEY_PATTERN},
-            title="Config overrides",
-            description=(
-                'One KEY VALUE per line, e.g. TEST.NECK_FEAT before (also a JSON list of "KEY VALUE" strings or '
-                f'an object {{"KEY": value}}). Run settings only: {allow_list_text()}. Anything else (tools, paths, '
-                "database, rule and parity thresholds) belongs to the deployment configuration. Empty: none."
-            ),
-        ),
-        "dataset_root": Param(
-            None,
-            type=["null", "string"],
-            title="Dataset root",
-            description=(
-                "Market-1501 directory (query/, bounding_box_test/) on the workers, under the allowed roots. "
-                "Empty: the deployment's dataset (DATASETS.ROOT_DIR); when it names none, the synthetic demo set "
-                "if the deployment allows demo runs (VALIDATION.DEMO), else the run fails."
-            ),
-        ),
-        "targets": Param(
-            list(v.TARGETS),
-            type="array",
-            items={"type": "string", "enum": TARGETS},
-            uniqueItems=True,
-            minItems=1,
-            title="Targets",
-            description=f"Inference targets to validate, one per line; registered: {', '.join(TARGETS)}.",
-        ),
-        "batch_sizes": Param(
-            list(v.BATCH_SIZES),
-            type="array",
-            items={"type": "integer", "minimum": BATCH_SIZE_RANGE[0], "maximum": BATCH_SIZE_RANGE[1]},
-            uniqueItems=True,
-            minItems=1,
-            title="Batch sizes",
-            description=(
-                f"One artifact is built and benchmarked per batch size ({BATCH_SIZE_RANGE[0]}..{BATCH_SIZE_RANGE[1]})."
-            ),
-        ),
-        "precisions": Param(
-            list(v.PRECISIONS),
-            type="array",
-            items={"type": "string", "enum": list(PRECISIONS)},
-            uniqueItems=True,
-            minItems=1,
-            title="Precisions",
-            description=f"One of {', '.join(PRECISIONS)} per line; ones a target cannot do are not scheduled for it.",
-        ),
-        "soc_version": Param(
-            v.ASCEND.SOC_VERSION,
-            type="string",
-            enum=list(SOC_VERSIONS),
-            title="Ascend SoC version",
-            description="ATC --soc_version (Ascend targets only).",
-        ),
-        "device_ids": Param(
-            [int(d) for d in v.ASCEND.DEVICE_IDS],
-            type="array",
-            items={"type": "integer", "enum": [int(d) for d in v.ASCEND.DEVICE_IDS]},
-            uniqueItems=True,
-            minItems=1,
-            title="Ascend device ids",
-            description=(
-                "Devices the Ascend benchmark may use (the first one runs it), among the deployment's "
-                f"{[int(d) for d in v.ASCEND.DEVICE_IDS]}."
-            ),
-        ),
-        "reference_rank1": Param(
-            None,
-            type=["null", "number"],
-            allOf=[{"minimum": 0, "maximum": 100}],
-            title="Reference Rank-1 (%)",
-            description=(
-                "Expected Rank-1 of this checkpoint, 0..100; a run more than "
-                f"{v.RULES.REF_ACC_TOLERANCE} pt below it fails. Empty: the published {v.REFERENCE.RANK1}, "
-                "applied only to the released checkpoint."
-            ),
-        ),
-        "reference_map": Param(
-            None,
-            type=["null", "number"],
-            allOf=[{"minimum": 0, "maximum": 100}],
-            title="Reference mAP (%)",
-            description=(
-                f"Expected mAP of this checkpoint, 0..100. Empty: the published {v.REFERENCE.MAP}, applied only to "
-                "the released checkpoint."
-            ),
-        ),
-        "notes": Param(
-            None,
-            type=["null", "string"],
-            maxLength=2000,
-            title="Notes",
-            description="Free text stored with the run (up to 2000 characters). Empty: none.",
-        ),
-    }
 
 
 def _schedule() -> str | None:
@@ -492,7 +356,8 @@ def reid_validation() -> None:
 
 
 reid_validation_dag = reid_validation()
-# The trigger form's Params are attached once the tasks exist: Airflow deep-copies a DAG's params into every
-# task created under it (28 tasks here), which would be most of this file's parse time. Tasks read them
-# from the DAG at run time (dag.params merged with the run's conf), so nothing else changes.
-reid_validation_dag.params.update(_params())
+# The trigger form (reid_tasks.form: the DAG's params and each target's declared run settings) is attached once
+# the tasks exist: Airflow deep-copies a DAG's params into every task created under it (28 tasks here), which
+# would be most of this file's parse time. Tasks read them from the DAG at run time (dag.params merged with the
+# run's conf), so nothing else changes.
+reid_validation_dag.params.update({name: Param(**spec) for name, spec in trigger_form(CFG).items()})

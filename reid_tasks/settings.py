@@ -4,9 +4,11 @@ The trust boundary is the trigger (the Airflow form, the REST API's ``conf``, a 
 settings cross it differently:
 
 - **Run settings** come from the trigger: the form's params (:data:`TRIGGER_PARAMS`) and config keys on the
-  allow-list :data:`RUN_SETTABLE_KEYS` (in ``config_overrides`` or a trigger's config file). Values are
-  checked (enums, bounds, device ids among the deployment's) and paths (checkpoint, dataset, config file)
-  must resolve, after symlinks, under ``VALIDATION.ALLOWED_ROOTS``.
+  allow-list :data:`RUN_SETTABLE_KEYS` (in ``config_overrides`` or a trigger's config file). Both are the base
+  settings below plus what every registered target declares (``Target.trigger_settings``: Ascend's SoC and
+  devices), built on first use (:func:`trigger_spec`). Values are checked (enums, bounds, each target's own
+  checks) and paths (checkpoint, dataset, config file) must resolve, after symlinks, under
+  ``VALIDATION.ALLOWED_ROOTS``.
 - **Deployment settings** are every other config key: tool paths and binaries, install paths, the results
   database, the artifacts root and data dir, ``VALIDATION.RULES.*`` / ``VALIDATION.PARITY.*``, trust of pickled
   checkpoints, the allowed roots, whether demo runs are allowed. They come only from the deployment
@@ -31,6 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .run_settings import (  # noqa: F401 - part of this module's API
+    BASE_FORM_KEYS,
+    BASE_RUN_KEYS,
+    BASE_TRIGGER_PARAMS,
+    BATCH_SIZE_RANGE,
+    BENCH_REPEATS_RANGE,
+    TriggerSpec,
+    trigger_spec,
+)
 
 #: The Airflow Variable holding deployment settings (yml or JSON text, the same keys as a config file).
 DEPLOYMENT_VARIABLE = "reid_deployment_config"
@@ -39,57 +50,11 @@ DEPLOYMENT_WHERE = (
     f"the deployment configuration on the workers ($REID_CONFIG_FILE or the Airflow Variable {DEPLOYMENT_VARIABLE})"
 )
 
-SOC_VERSIONS = ("Ascend310", "Ascend310P1", "Ascend310P3", "Ascend310B1", "Ascend910", "Ascend910B")
-BENCH_REPEATS_RANGE = (1, 100)
-BATCH_SIZE_RANGE = (1, 256)
-
-#: Config keys a trigger may set, and what each one is. Keys ending in "." allow the whole node: the
-#: reid-strong-baseline nodes that describe the model (its yml files set them); none of them chooses a
-#: binary, a file that is read, a database or a gate.
-RUN_SETTABLE_KEYS: dict[str, str] = {
-    "VALIDATION.TARGETS": "inference targets to validate (registered names)",
-    "VALIDATION.BATCH_SIZES": f"batch sizes, unique integers {BATCH_SIZE_RANGE[0]}..{BATCH_SIZE_RANGE[1]}",
-    "VALIDATION.PRECISIONS": "precisions (fp32, fp16, bf16, int8)",
-    "VALIDATION.ASCEND.SOC_VERSION": f"ATC --soc_version, one of {', '.join(SOC_VERSIONS)}",
-    "VALIDATION.ASCEND.DEVICE_IDS": "Ascend devices, among the deployment's VALIDATION.ASCEND.DEVICE_IDS",
-    "VALIDATION.REFERENCE.RANK1": "expected Rank-1 in percent, 0..100",
-    "VALIDATION.REFERENCE.MAP": "expected mAP in percent, 0..100",
-    "VALIDATION.BENCH.REPEATS": f"timed repetitions, {BENCH_REPEATS_RANGE[0]}..{BENCH_REPEATS_RANGE[1]}",
-    "TEST.WEIGHT": "checkpoint (.pth), under VALIDATION.ALLOWED_ROOTS",
-    "TEST.NECK_FEAT": "after | before",
-    "TEST.FEAT_NORM": "yes | no",
-    "TEST.RE_RANKING": "yes | no",
-    "TEST.IMS_PER_BATCH": "reid-strong-baseline's test batch (not used for inference)",
-    "DATASETS.ROOT_DIR": "Market-1501 root, under VALIDATION.ALLOWED_ROOTS",
-    "DATASETS.NAMES": "market1501",
-    "MODEL.": "the network (reid-strong-baseline MODEL node)",
-    "INPUT.": "input size and normalisation (reid-strong-baseline INPUT node)",
-    "DATALOADER.": "training only (reid-strong-baseline)",
-    "SOLVER.": "training only (reid-strong-baseline)",
-    "OUTPUT_DIR": "training only (reid-strong-baseline)",
-}
-
 #: Deployment settings that may hold credentials: never stored with a run's recorded configuration.
 SECRET_KEYS = ("VALIDATION.RESULTS_DB_URL",)
 
 #: Config keys holding a path a trigger may name; confined to the allowed roots.
 PATH_KEYS = ("TEST.WEIGHT", "DATASETS.ROOT_DIR")
-
-#: The params of the trigger form (everything a trigger's conf may carry).
-TRIGGER_PARAMS = (
-    "checkpoint",
-    "config_file",
-    "config_overrides",
-    "dataset_root",
-    "targets",
-    "batch_sizes",
-    "precisions",
-    "soc_version",
-    "device_ids",
-    "reference_rank1",
-    "reference_map",
-    "notes",
-)
 
 #: Trigger conf keys people try that are deployment settings, with the key they belong to.
 _DEPLOYMENT_PARAMS = {
@@ -105,14 +70,25 @@ _DEPLOYMENT_PARAMS = {
 
 #: A config key as written in an override: dotted upper-case names.
 _KEY = r"[A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*"
-#: A key on the allow-list (what the trigger form's schema accepts).
-_RUN_KEY = "(?:" + "|".join(re.escape(k) + ("[A-Z0-9_.]+" if k.endswith(".") else "") for k in RUN_SETTABLE_KEYS) + ")"
-#: One "KEY VALUE" override (an item of the JSON list form).
-OVERRIDE_ITEM_PATTERN = rf"^\s*{_RUN_KEY}\s+\S.*$"
-#: "KEY VALUE" lines (the form's text): blank lines and "# comments" allowed.
-OVERRIDE_LINES_PATTERN = rf"^(?:[ \t]*(?:(?:{_RUN_KEY}[ \t]+\S[^\r\n]*)|#[^\r\n]*)?[ \t]*(?:\r?\n|$))*$"
-#: A key of the JSON object form.
-OVERRIDE_KEY_PATTERN = rf"^{_RUN_KEY}$"
+
+
+_SPEC_NAMES = {
+    "RUN_SETTABLE_KEYS": "run_keys",
+    "TRIGGER_PARAMS": "params",
+    "FORM_KEYS": "form_keys",
+    "OVERRIDE_ITEM_PATTERN": "item_pattern",
+    "OVERRIDE_LINES_PATTERN": "lines_pattern",
+    "OVERRIDE_KEY_PATTERN": "key_pattern",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """RUN_SETTABLE_KEYS, TRIGGER_PARAMS, FORM_KEYS, OVERRIDE_{ITEM,LINES,KEY}_PATTERN: :func:`trigger_spec`'s,
+    read on first use (importing this module discovers no target)."""
+    if name in _SPEC_NAMES:
+        value = getattr(trigger_spec(), _SPEC_NAMES[name])
+        return dict(value) if isinstance(value, dict) else value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TriggerRefused(ConfigError):
@@ -121,12 +97,12 @@ class TriggerRefused(ConfigError):
 
 def allow_list_text() -> str:
     """The allow-list as users read it (``MODEL.*`` for a whole node)."""
-    return ", ".join(k + "*" if k.endswith(".") else k for k in RUN_SETTABLE_KEYS)
+    return ", ".join(k + "*" if k.endswith(".") else k for k in trigger_spec().run_keys)
 
 
 def run_settable(key: str) -> bool:
     """Whether config key ``key`` is on the run-settable allow-list."""
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RUN_SETTABLE_KEYS)
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in trigger_spec().run_keys)
 
 
 def parse_overrides(value: Any) -> list[tuple[str, Any]]:
@@ -172,9 +148,9 @@ def flat(pairs: Iterable[tuple[str, Any]]) -> list[Any]:
 def check_trigger_conf(conf: Mapping[str, Any] | None) -> None:
     """Refuse a trigger whose conf carries keys the form does not declare (Airflow merges them into the
     run's params); the message names each key and where such a setting belongs."""
-    problems = []
+    problems, params = [], trigger_spec().params
     for key in sorted(conf or {}):
-        if key in TRIGGER_PARAMS:
+        if key in params:
             continue
         if key in _DEPLOYMENT_PARAMS:
             problems.append(f"{key!r} is a deployment setting: {_DEPLOYMENT_PARAMS[key]} in {DEPLOYMENT_WHERE}")
@@ -183,7 +159,7 @@ def check_trigger_conf(conf: Mapping[str, Any] | None) -> None:
         else:
             problems.append(f"{key!r} is not a setting of this DAG")
     if problems:
-        allowed = ", ".join(TRIGGER_PARAMS)
+        allowed = ", ".join(params)
         raise TriggerRefused(f"trigger refused, nothing was run: {'; '.join(problems)}. A trigger may set: {allowed}.")
 
 
@@ -201,7 +177,7 @@ def check_run_keys(pairs: Iterable[tuple[str, Any]], source: str) -> None:
             f"{source}: "
             + "; ".join(f"{k} is {_describe(k)}" for k in bad)
             + ". A trigger may set: "
-            + ", ".join(RUN_SETTABLE_KEYS)
+            + ", ".join(trigger_spec().run_keys)
             + "."
         )
 
@@ -217,20 +193,14 @@ def _describe(key: str) -> str:
 
 
 def check_run_values(cfg: Any, deployment: Any) -> None:
-    """Bounds a trigger's run settings must keep (beyond what ``load_config`` validates)."""
+    """Bounds a trigger's run settings must keep (beyond what ``load_config`` validates), each registered target
+    checking its own (``Target.check_trigger_settings``, given the deployment's configuration)."""
     from .config import select
 
     problems = []
-    if "ASCEND" in cfg.VALIDATION:  # the Ascend target's config node (present when that target is installed)
-        soc = cfg.VALIDATION.ASCEND.SOC_VERSION
-        if soc not in SOC_VERSIONS:
-            problems.append(f"VALIDATION.ASCEND.SOC_VERSION {soc!r} is not one of {list(SOC_VERSIONS)}")
-        allowed_devices = [int(d) for d in deployment.VALIDATION.ASCEND.DEVICE_IDS]
-        devices = [int(d) for d in cfg.VALIDATION.ASCEND.DEVICE_IDS]
-        if not devices or any(d not in allowed_devices for d in devices) or len(set(devices)) != len(devices):
-            problems.append(
-                f"VALIDATION.ASCEND.DEVICE_IDS {devices} must be distinct ids among the deployment's {allowed_devices}"
-            )
+    for cls in dict.fromkeys(cls for _, _, cls in trigger_spec().targets):
+        if cls.config_node in cfg.VALIDATION:
+            problems += cls.check_trigger_settings(cfg, deployment)
     for key in ("VALIDATION.REFERENCE.RANK1", "VALIDATION.REFERENCE.MAP"):
         value = float(select(cfg, key))
         if not (math.isfinite(value) and 0.0 <= value <= 100.0):
@@ -377,7 +347,7 @@ def trigger_pairs(params: Mapping[str, Any], deployment: Any) -> list[tuple[str,
         pairs.append(("TEST.WEIGHT", params["checkpoint"]))
     if params.get("dataset_root"):
         pairs.append(("DATASETS.ROOT_DIR", params["dataset_root"]))
-    for name, key in FORM_KEYS.items():
+    for name, key in trigger_spec().form_keys.items():
         value = params.get(name)
         if value not in (None, "", []):
             pairs.append((key, list(value) if isinstance(value, tuple) else value))
@@ -388,15 +358,3 @@ def trigger_pairs(params: Mapping[str, Any], deployment: Any) -> list[tuple[str,
             value = repr(str(confine(str(value), roots, f"{what} ({key})")))
         confined.append((key, value))
     return confined
-
-
-#: form params -> config keys (checkpoint / dataset_root are paths, handled apart)
-FORM_KEYS = {
-    "targets": "VALIDATION.TARGETS",
-    "batch_sizes": "VALIDATION.BATCH_SIZES",
-    "precisions": "VALIDATION.PRECISIONS",
-    "soc_version": "VALIDATION.ASCEND.SOC_VERSION",
-    "device_ids": "VALIDATION.ASCEND.DEVICE_IDS",
-    "reference_rank1": "VALIDATION.REFERENCE.RANK1",
-    "reference_map": "VALIDATION.REFERENCE.MAP",
-}

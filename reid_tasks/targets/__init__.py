@@ -7,8 +7,9 @@
 
 Targets are plug-ins: every distribution may declare ``name = "package.module:TargetClass"`` in the entry-point
 group ``reid_validate.targets`` (this package declares its own in setup.cfg); the class brings its scheduling
-(``Target.scheduling``) and its config node (``Target.config_node``), so neither the DAG nor the config module
-names a target. ``register_target`` adds one in-process (tests, notebooks).
+(``Target.scheduling``), its config node (``Target.config_node``) and the run settings a trigger may choose
+(``Target.trigger_settings``), so neither the DAG, the config module nor the trust boundary names a target.
+``register_target`` adds one in-process (tests, notebooks).
 
 Importing this package and every target module is cheap: no numpy / torch / onnxruntime / openvino / cv2 / onnx
 at module level, because the DAG imports each target class while it is parsed. Target modules are imported on
@@ -24,7 +25,7 @@ from typing import Any
 
 from reid_tasks.errors import TargetError
 from reid_tasks.targets.base import Session, Target
-from reid_tasks.targets.records import PRECISIONS, Artifact, BuildOutput, PerfRecord, Scheduling
+from reid_tasks.targets.records import PRECISIONS, Artifact, BuildOutput, PerfRecord, RunSetting, Scheduling
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -32,6 +33,7 @@ __all__ = [
     "Artifact",
     "BuildOutput",
     "PerfRecord",
+    "RunSetting",
     "Scheduling",
     "Session",
     "Target",
@@ -168,3 +170,36 @@ def config_nodes() -> dict[str, tuple[dict[str, Any], dict[str, tuple[Any, ...]]
             )
         nodes[node], owners[node] = declared, owners.get(node, name)
     return nodes
+
+
+def run_setting_declarations() -> list[tuple[str, RunSetting, type[Target]]]:
+    """(full config key, declaration, declaring class) of every run setting the registered target classes declare
+    (``Target.trigger_settings``), in target-name order; targets sharing a node and a declaration count once.
+
+    TargetError names the target when a declaration has no config node or key behind it, or when two targets
+    declare one trigger param for different keys.
+    """
+    out: list[tuple[str, RunSetting, type[Target]]] = []
+    owners: dict[str, tuple[str, str, RunSetting]] = {}  # param -> (target, key, declaration)
+    for name in target_names():
+        cls = target_class(name)
+        declared = tuple(getattr(cls, "trigger_settings", ()))
+        node = getattr(cls, "config_node", None)
+        for setting in declared:
+            if not node or setting.key not in cls.config_defaults:
+                raise TargetError(
+                    f"target {name!r} declares run setting {setting.param!r} for VALIDATION.{node}.{setting.key}, "
+                    f"which is not a key of its config node (config_node / config_defaults of {cls.__name__})"
+                )
+            key = setting.config_key(node)
+            if setting.param in owners:
+                other, other_key, other_setting = owners[setting.param]
+                if (other_key, other_setting) != (key, setting):
+                    raise TargetError(
+                        f"targets {other!r} and {name!r} both declare run setting {setting.param!r}, for "
+                        f"{other_key} and {key}"
+                    )
+                continue
+            owners[setting.param] = (name, key, setting)
+            out.append((key, setting, cls))
+    return out

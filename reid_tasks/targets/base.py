@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from reid_tasks.errors import BenchmarkError, ConversionError, PrecisionNotSupported, TargetUnavailable
 from reid_tasks.targets.build import build_artifact, calibration_key
-from reid_tasks.targets.records import CPU_BENCH_POOL, PRECISIONS, Artifact, BuildOutput, PerfRecord, Scheduling
+from reid_tasks.targets.records import (
+    CPU_BENCH_POOL,
+    PRECISIONS,
+    Artifact,
+    BuildOutput,
+    PerfRecord,
+    RunSetting,
+    Scheduling,
+)
 from reid_tasks.utils import sha256_file
 
 if TYPE_CHECKING:
@@ -58,7 +66,9 @@ class Target(abc.ABC):
 
     A target that needs settings of its own declares them as a config node ``VALIDATION.<config_node>``:
     ``config_defaults`` (key -> default) and ``config_choices`` (key -> allowed values), merged into the config
-    tree by ``reid_tasks.config``. How its tasks are scheduled is ``scheduling()``.
+    tree by ``reid_tasks.config``. How its tasks are scheduled is ``scheduling()``. Keys of that node a trigger may
+    choose are declared in ``trigger_settings`` (one form param each), with their form fields (``trigger_fields``)
+    and the checks of a run's values (``check_trigger_settings``); every other key stays a deployment setting.
     """
 
     name: ClassVar[str] = ""
@@ -69,9 +79,26 @@ class Target(abc.ABC):
     config_node: ClassVar[str | None] = None
     config_defaults: ClassVar[dict[str, Any]] = {}
     config_choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    #: keys of ``config_node`` a trigger may set, one form param each (none: the node is deployment-only)
+    trigger_settings: ClassVar[tuple[RunSetting, ...]] = ()
 
     def __init__(self, cfg: Any | None = None) -> None:
         self._cfg = cfg
+
+    # ---- run settings (class level: read while the DAG is parsed and at the trust boundary)
+    @classmethod
+    def trigger_fields(cls, cfg: Any) -> dict[str, dict[str, Any]]:
+        """The form field of each of ``trigger_settings`` from the deployment configuration ``cfg``: {param:
+        {"default": ..., "description": ..., JSON-schema keywords}} (the title comes from the declaration)."""
+        if cls.trigger_settings:
+            raise NotImplementedError(f"{cls.__name__} declares trigger_settings but not their trigger_fields")
+        return {}
+
+    @classmethod
+    def check_trigger_settings(cls, cfg: Any, deployment: Any) -> list[str]:
+        """What is wrong with a run's values (``cfg``) of this target's run settings, given the ``deployment``
+        configuration, one message per problem naming the key; [] when they are fine."""
+        return []
 
     # ---- description
     @property

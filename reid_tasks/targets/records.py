@@ -1,5 +1,6 @@
 """The records a target produces: ``Artifact`` (a converted model), ``PerfRecord`` (its measured speed) and
-``BuildOutput`` (what a target's build hook hands to the artifact builder), plus the shared vocabulary.
+``BuildOutput`` (what a target's build hook hands to the artifact builder), ``Scheduling`` and ``RunSetting`` (what a
+target declares to the DAG), plus the shared vocabulary.
 
 Plain frozen dataclasses with ``to_dict`` / ``from_dict`` so they travel through XCom and JSON files; nothing
 here imports numpy or a runtime.
@@ -144,3 +145,22 @@ class Scheduling:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunSetting:
+    """A setting of a target that a trigger may choose, declared by the target so neither the DAG nor the trust
+    boundary names it: the trigger param ``param`` (a field of the form) sets the config key ``key`` of the target's
+    node (``VALIDATION.<config_node>.<key>``), which joins the run-settable allow-list described by ``summary``.
+    The form field's default and JSON schema come from ``Target.trigger_fields``, the checks of a run's value from
+    ``Target.check_trigger_settings``.
+    """
+
+    param: str  # e.g. "soc_version"
+    key: str  # relative to the target's config node, e.g. "SOC_VERSION"
+    title: str  # the form field's title
+    summary: str  # what the allow-list says of the key
+
+    def config_key(self, node: str) -> str:
+        """The full config key under the target's node ``node``."""
+        return f"VALIDATION.{node}.{self.key}"

@@ -32,6 +32,6 @@ them carry ``extra["double"]``).
 from __future__ import annotations
 
 from .cann import cann_environment, cann_version
-from .target import RUNNERS, AscendTarget
+from .target import RUNNERS, SOC_VERSIONS, AscendTarget
 
-__all__ = ["RUNNERS", "AscendTarget", "cann_environment", "cann_version"]
+__all__ = ["RUNNERS", "SOC_VERSIONS", "AscendTarget", "cann_environment", "cann_version"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from reid_tasks.errors import BenchmarkError, TargetUnavailable
 from reid_tasks.fleet import Fleet, FleetError, device_pool
 from reid_tasks.targets.base import Target
-from reid_tasks.targets.records import FEATURE_DIM, Artifact, BuildOutput, PerfRecord, Scheduling
+from reid_tasks.targets.records import FEATURE_DIM, Artifact, BuildOutput, PerfRecord, RunSetting, Scheduling
 
 from .ais_bench import AisBench
 from .atc import Atc, precision_mode_for
@@ -33,6 +33,8 @@ log = logging.getLogger("reid_tasks.targets.ascend")
 
 #: VALIDATION.ASCEND.RUNNER -> runner class
 RUNNERS: dict[str, type[Runner]] = {"ais_bench": AisBench, "benchmark": BenchmarkX86}
+#: ATC --soc_version values a trigger may choose (VALIDATION.ASCEND.SOC_VERSION)
+SOC_VERSIONS = ("Ascend310", "Ascend310P1", "Ascend310P3", "Ascend310B1", "Ascend910", "Ascend910B")
 
 
 class AscendTarget(Target):
@@ -60,6 +62,56 @@ class AscendTarget(Target):
         "BUSY_POLL_S": 5.0,
     }
     config_choices: ClassVar[dict[str, tuple[Any, ...]]] = {"RUNNER": tuple(RUNNERS)}
+    trigger_settings: ClassVar[tuple[RunSetting, ...]] = (
+        RunSetting(
+            "soc_version", "SOC_VERSION", "Ascend SoC version", f"ATC --soc_version, one of {', '.join(SOC_VERSIONS)}"
+        ),
+        RunSetting(
+            "device_ids",
+            "DEVICE_IDS",
+            "Ascend device ids",
+            "Ascend devices, among the deployment's VALIDATION.ASCEND.DEVICE_IDS",
+        ),
+    )
+
+    @classmethod
+    def trigger_fields(cls, cfg: Any) -> dict[str, dict[str, Any]]:
+        """The SoC (one of SOC_VERSIONS) and the devices (distinct, among the deployment's DEVICE_IDS)."""
+        ascend = cfg.VALIDATION.ASCEND
+        devices = [int(d) for d in ascend.DEVICE_IDS]
+        return {
+            "soc_version": {
+                "default": ascend.SOC_VERSION,
+                "type": "string",
+                "enum": list(SOC_VERSIONS),
+                "description": "ATC --soc_version (Ascend targets only).",
+            },
+            "device_ids": {
+                "default": list(devices),
+                "type": "array",
+                "items": {"type": "integer", "enum": devices},
+                "uniqueItems": True,
+                "minItems": 1,
+                "description": (
+                    f"Devices the Ascend benchmark may use (the first one runs it), among the deployment's {devices}."
+                ),
+            },
+        }
+
+    @classmethod
+    def check_trigger_settings(cls, cfg: Any, deployment: Any) -> list[str]:
+        """A known SoC; distinct device ids, at least one, all among the deployment's."""
+        problems = []
+        soc = cfg.VALIDATION.ASCEND.SOC_VERSION
+        if soc not in SOC_VERSIONS:
+            problems.append(f"VALIDATION.ASCEND.SOC_VERSION {soc!r} is not one of {list(SOC_VERSIONS)}")
+        allowed = [int(d) for d in deployment.VALIDATION.ASCEND.DEVICE_IDS]
+        devices = [int(d) for d in cfg.VALIDATION.ASCEND.DEVICE_IDS]
+        if not devices or any(d not in allowed for d in devices) or len(set(devices)) != len(devices):
+            problems.append(
+                f"VALIDATION.ASCEND.DEVICE_IDS {devices} must be distinct ids among the deployment's {allowed}"
+            )
+        return problems
 
     def __init__(
         self,
