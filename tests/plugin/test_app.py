@@ -464,6 +464,21 @@ def test_results_page_filters_and_reports_bad_input(client, tokens):
     assert bad.status_code == 422 and "before since" in bad.text
 
 
+def test_empty_tables_say_so(rw_client, tokens, results_db):
+    from reid_tasks.results import ResultsStore
+
+    viewer = bearer(tokens["viewer"])
+    none = rw_client.get("/reid/", params={"target": "tensorrt"}, headers=viewer).text
+    assert '<p class="empty">No results match these filters.</p>' in none and '<table id="results"' not in none
+    with ResultsStore.open(results_db["url"]) as store:
+        for alert in store.alerts(open_only=True):
+            store.ack(alert.id, by="test")
+    open_ = rw_client.get("/reid/alerts", headers=viewer).text
+    assert '<p class="empty">No open alerts.</p>' in open_ and '<table id="alerts"' not in open_
+    every = rw_client.get("/reid/alerts", params={"show": "all"}, headers=viewer).text
+    assert '<div class="table-wrap">\n<table id="alerts" class="results">' in every and 'class="empty"' not in every
+
+
 def test_page_escapes_stored_text(rw_client, tokens, results_db):
     from reid_tasks.results import ResultsStore, RunInfo
 
