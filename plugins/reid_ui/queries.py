@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from reid_tasks.results import AlertRecord, ResultsStore, RuleConfig
+from reid_tasks.results.views import read_results, read_series
 
 from .filters import ResultFilters, SeriesSelector
 
@@ -70,15 +71,7 @@ def report_path(run_key: str, dag_id: str | None, run_id: str | None) -> str:
 def results(store: ResultsStore, f: ResultFilters) -> dict[str, Any]:
     """Rows (newest first) matching ``f``, each with its Airflow run link; ``truncated``: more rows match
     than ``f.limit`` (one row more is fetched to tell)."""
-    rows = store.results(
-        target=f.target,
-        device_kind=f.device_kind,
-        batch_size=f.batch_size,
-        precision=f.precision,
-        since=f.since,
-        until=f.until,
-        limit=f.limit + 1,
-    )
+    rows = read_results(store, f, limit=f.limit + 1)
     truncated = len(rows) > f.limit
     out = []
     for row in rows[: f.limit]:
@@ -113,15 +106,7 @@ def _csv_safe(value: Any) -> Any:
 
 def series(store: ResultsStore, sel: SeriesSelector) -> dict[str, Any]:
     """One metric's history with baseline, band and the alerts raised on it (chart markers)."""
-    ser = store.series(
-        sel.metric,
-        sel.target,
-        sel.batch_size,
-        precision=sel.precision,
-        device_kind=sel.device_kind,
-        mode=sel.mode,
-        limit=sel.limit,
-    )
+    ser = read_series(store, sel)
     data = ser.to_dict()
     markers: list[dict[str, Any]] = []
     if ser.points:

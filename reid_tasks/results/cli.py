@@ -231,17 +231,10 @@ ALERT_COLUMNS = (
 
 # ---------------------------------------------------------------------- handlers
 def cmd_results(args: argparse.Namespace) -> int:
+    from .views import read_results
+
     with _open(args) as store:
-        rows = store.results(
-            target=args.target,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            since=args.since,
-            until=args.until,
-            device_kind=args.device_kind,
-            run_key=args.run,
-            limit=args.limit,
-        )
+        rows = read_results(store, args, run_key=args.run)
     if not rows and args.format == "table":
         print("no results")
         return 0
@@ -282,20 +275,11 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from .rules import RuleConfig
+    from .views import read_series
 
     cfg = _config(args)
     with _open(args) as store:
-        series = store.series(
-            args.metric,
-            args.target,
-            args.batch_size,
-            precision=args.precision,
-            device_kind=args.device_kind,
-            mode=args.mode,
-            re_ranking=args.re_ranking,
-            limit=args.limit,
-            rule_config=RuleConfig.from_cfg(cfg),
-        )
+        series = read_series(store, args, re_ranking=args.re_ranking, rule_config=RuleConfig.from_cfg(cfg))
     if args.plot:
         from .plot import plot_series
 

@@ -6,7 +6,8 @@ markers).
 
 ``run_record`` / ``alert_record``: one stored run / alert as a record; ``merge_rows``: perf and accuracy of
 runs side by side, one row per run x (target, device kind, batch, precision); ``build_series``: one metric's
-points with the baseline and alert band the next run is judged against.
+points with the baseline and alert band the next run is judged against. ``read_results`` / ``read_series``:
+the store's rows / series for the filters the CLI and the plugin take (one translation for both).
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ import dataclasses
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import rules
 from .evaluation import accuracy_detector, perf_detector
 from .records import AlertRecord, FailureRow, _Record
 from .rules import RuleConfig
 from .series import series_key
+
+if TYPE_CHECKING:
+    from .store import ResultsStore
+
+R = TypeVar("R")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,66 +179,97 @@ class Series(_Record):
 Series._NESTED = {"points": SeriesPoint, "change_points": ChangeMark, "baselines": BaselineMark}
 
 
+def _from_stored(cls: type[R], stored: Any, **given: Any) -> R:
+    """A ``cls`` record whose fields are the stored row's attributes of the same names, but for those ``given``."""
+    read = {f.name: getattr(stored, f.name) for f in dataclasses.fields(cls) if f.name not in given}  # type: ignore[arg-type]
+    return cls(**read, **given)
+
+
 def run_record(run: Any) -> RunRecord:
     """A stored ValidationRun as a RunRecord."""
-    return RunRecord(
-        run_key=run.run_key,
-        trigger=run.trigger,
-        dag_id=run.dag_id,
-        run_id=run.run_id,
-        airflow_url=run.airflow_url,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        status=run.status,
-        model_sha256=run.model_sha256,
-        onnx_sha256=run.onnx_sha256,
+    return _from_stored(
+        RunRecord,
+        run,
         dataset_fingerprint=dict(run.dataset_fingerprint or {}),
         config_overrides=dict(run.config_overrides or {}),
         environment=dict(run.environment or {}),
         notes=run.notes or "",
-        kind=run.kind,
-        disk_bytes=run.disk_bytes,
     )
 
 
 def failure_row(f: Any) -> FailureRow:
     """A stored Failure as a FailureRow (with its recorded_at)."""
-    return FailureRow(
-        target=f.target,
-        batch_size=f.batch_size,
-        precision=f.precision,
-        stage=f.stage,
-        message=f.message,
-        log_tail=f.log_tail,
-        attempt=f.attempt,
-        recorded_at=f.recorded_at,
-    )
+    return _from_stored(FailureRow, f)
 
 
 def alert_record(a: Any, run_key: str, dag_id: str | None, run_id: str | None) -> AlertRecord:
     """A stored Alert (with its run's key and Airflow dag_id / run_id) as an AlertRecord."""
-    return AlertRecord(
-        id=a.id,
+    return _from_stored(
+        AlertRecord,
+        a,
         run_key=run_key,
-        rule=a.rule,
-        metric=a.metric,
-        series_key=a.series_key,
-        series=dict(a.series or {}),
-        observed=a.observed,
-        baseline=a.baseline,
-        threshold=a.threshold,
-        z=a.z,
-        message=a.message,
-        env_diff=dict(a.env_diff or {}),
-        created_at=a.created_at,
-        acknowledged_at=a.acknowledged_at,
-        acknowledged_by=a.acknowledged_by,
         dag_id=dag_id,
-        change_run=a.change_run.run_key if a.change_run is not None else None,
-        level_before=a.level_before,
-        level_after=a.level_after,
-        p_value=a.p_value,
         run_id=run_id,
+        series=dict(a.series or {}),
+        env_diff=dict(a.env_diff or {}),
+        change_run=a.change_run.run_key if a.change_run is not None else None,
+    )
+
+
+class ResultQuery(Protocol):
+    """Filters of result rows (the plugin's ResultFilters, the CLI's ``results`` arguments)."""
+
+    target: str | None
+    device_kind: str | None
+    batch_size: int | None
+    precision: str | None
+    since: datetime | None
+    until: datetime | None
+    limit: int
+
+
+class SeriesQuery(Protocol):
+    """One metric of one series (the plugin's SeriesSelector, the CLI's ``history`` arguments)."""
+
+    metric: str
+    target: str
+    batch_size: int
+    precision: str
+    device_kind: str | None
+    mode: str
+    limit: int
+
+
+def read_results(
+    store: ResultsStore, q: ResultQuery, *, run_key: str | None = None, limit: int | None = None
+) -> list[ResultRow]:
+    """``store.results`` filtered by ``q`` (and ``run_key``), at most ``limit`` rows (None: ``q.limit``)."""
+    return store.results(
+        run_key=run_key,
+        target=q.target,
+        device_kind=q.device_kind,
+        batch_size=q.batch_size,
+        precision=q.precision,
+        limit=q.limit if limit is None else limit,
+        since=q.since,
+        until=q.until,
+    )
+
+
+def read_series(
+    store: ResultsStore, q: SeriesQuery, *, re_ranking: bool = False, rule_config: RuleConfig | None = None
+) -> Series:
+    """``store.series`` of the series ``q`` names (``re_ranking``: the re-ranked accuracy series)."""
+    return store.series(
+        q.metric,
+        q.target,
+        q.batch_size,
+        precision=q.precision,
+        device_kind=q.device_kind,
+        mode=q.mode,
+        re_ranking=re_ranking,
+        limit=q.limit,
+        rule_config=rule_config,
     )
 
 

@@ -192,6 +192,7 @@ def test_device_kind_and_until_are_filtered_by_the_store(client, tokens, store_c
             "precision": None,
             "since": None,
             "until": datetime(2026, 11, 3, 23, 59, 59, 999999, tzinfo=UTC),
+            "run_key": None,
             "limit": 4,
         }
     ]
@@ -215,7 +216,9 @@ def test_each_results_route_takes_the_filters_with_its_default_limit(client, tok
     }
     r = client.get(path, params=params, headers=bearer(tokens["viewer"]))
     assert r.status_code == 200, r.text
-    assert store_calls == [{**params, "since": datetime(2026, 11, 2, tzinfo=UTC), "until": None, "limit": limit + 1}]
+    assert store_calls == [
+        {**params, "since": datetime(2026, 11, 2, tzinfo=UTC), "until": None, "run_key": None, "limit": limit + 1}
+    ]
 
 
 @pytest.mark.parametrize("path", ["/reid/api/results", "/reid/api/results.csv"])
