@@ -10,7 +10,7 @@ A target converts the exported ONNX model into an artifact for one (batch size, 
 Subclasses that run in-process implement ``_build`` (called by ``convert`` inside a temporary directory that
 is renamed into place, see ``build.py``) and ``_open`` (returns a ``Session`` whose ``infer`` maps one batch to
 features); the timing loop lives in ``timing.py`` so every target measures the same way. Targets driven by
-external tools (Ascend) override ``run`` / ``benchmark_pure`` and reuse ``timing.summarize``. The records are in
+external tools (Ascend) override ``run`` / ``benchmark_pure`` and reuse ``perf_record``. The records are in
 ``records.py``.
 
 Nothing heavy is imported here, numpy included: this module is on the DAG's parse path, so the numpy-backed
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,7 +41,7 @@ from reid_tasks.utils import sha256_file
 if TYPE_CHECKING:
     import numpy as np
 
-    from reid_tasks.targets.timing import BatchSource
+    from reid_tasks.targets.timing import BatchSource, Timing
 
 
 class Session(abc.ABC):
@@ -311,19 +312,16 @@ class Target(abc.ABC):
                 warmup=warmup,
                 repeats=repeats,
             )
-            perf = timing.summarize(
-                target=self.name,
-                timing=timed,
+            perf = self.perf_record(
+                artifact,
+                timed,
                 samples=n,
                 batch_size=bs,
                 warmup=warmup,
+                mode="real",
                 device_kind=session.device_kind,
                 device_id=session.device_id,
-                tool_versions=artifact.tool_versions or self.tool_versions(),
-                mode="real",
-                precision=artifact.precision,
-                e2e=True,
-                extra={"artifact_sha256": artifact.sha256, **session.info},
+                extra=session.info,
             )
         finally:
             session.close()
@@ -351,22 +349,53 @@ class Target(abc.ABC):
             bs = session.static_batch or int(artifact.batch_size or 1)
             x = timing.pure_input(bs, self.input_hw(artifact), data)
             timed = timing.time_pure(session, x, batches=batches, warmup=warmup, repeats=repeats)
-            return timing.summarize(
-                target=self.name,
-                timing=timed,
+            return self.perf_record(
+                artifact,
+                timed,
                 samples=bs * batches,
                 batch_size=bs,
                 warmup=warmup,
+                mode="pure",
                 device_kind=session.device_kind,
                 device_id=session.device_id,
-                tool_versions=artifact.tool_versions or self.tool_versions(),
-                mode="pure",
-                precision=artifact.precision,
-                e2e=False,
-                extra={"data": data, "artifact_sha256": artifact.sha256, **session.info},
+                extra={"data": data, **session.info},
             )
         finally:
             session.close()
+
+    def perf_record(
+        self,
+        artifact: Artifact,
+        timed: Timing,
+        *,
+        samples: int,
+        batch_size: int,
+        warmup: int,
+        mode: str,
+        device_kind: str,
+        device_id: int | str | None,
+        tool_versions: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> PerfRecord:
+        """The PerfRecord of ``timed`` passes of ``artifact`` on this target (``timing.summarize``): its
+        precision and digest, ``tool_versions`` (None: the artifact's, else this target's), end-to-end
+        throughput for 'real' passes, ``extra`` after the artifact's digest."""
+        from reid_tasks.targets import timing  # numpy: only where a benchmark runs
+
+        return timing.summarize(
+            target=self.name,
+            timing=timed,
+            samples=samples,
+            batch_size=batch_size,
+            precision=artifact.precision,
+            warmup=warmup,
+            device_kind=device_kind,
+            device_id=device_id,
+            mode=mode,
+            e2e=mode == "real",
+            tool_versions=(artifact.tool_versions or self.tool_versions()) if tool_versions is None else tool_versions,
+            extra={"artifact_sha256": artifact.sha256, **(extra or {})},
+        )
 
     def input_hw(self, artifact: Artifact) -> tuple[int, int]:
         shape = artifact.extra.get("input_shape")

@@ -181,6 +181,8 @@ def test_pure_inference_both_runners(target: AscendTarget, tiny_onnx: Path, tmp_
     pure = target.benchmark_pure(art, batches=5, repeats=2, data="zero")
     assert pure.mode == "pure" and pure.samples == 10 and pure.e2e_throughput is None and pure.repeats == 2
     assert pure.throughput_best == pytest.approx(1000 * 2 / 1.5) and pure.extra["data"] == "zero"
+    assert pure.extra["artifact_sha256"] == art.sha256 and pure.extra["runner"] == "ais_bench"
+    assert pure.tool_versions["runner"] and pure.tool_versions["npu-smi"] and pure.precision == "fp32"
     # the SoC, driver and chips join the perf series identity (steps merges extra["hardware"])
     hardware = pure.extra["hardware"]
     assert hardware["ascend_soc"] == pure.device_kind and hardware["ascend_chips"] == 4

@@ -107,6 +107,8 @@ def test_pure_mode_does_no_file_io(tiny_onnx, art_dir, tmp_path, monkeypatch) ->
         perf = t.benchmark_pure(art, batches=3, repeats=2, data=data, warmup=1)
         assert perf.mode == "pure" and perf.samples == 12 and perf.e2e_throughput is None
         assert perf.extra["data"] == data and perf.repeats == 2
+        assert perf.extra["artifact_sha256"] == art.sha256 and perf.precision == "fp32"
+        assert perf.tool_versions == art.tool_versions and perf.tool_versions
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(BenchmarkError, match="random' or 'zero"):
         t.benchmark_pure(art, batches=1, repeats=1, data="ones", warmup=0)

@@ -377,7 +377,7 @@ class AscendTarget(Target):
     ) -> PerfRecord:
         import numpy as np
 
-        from reid_tasks.targets.timing import Timing, summarize
+        from reid_tasks.targets.timing import Timing
 
         chip = smi.chip(dev)
         kind = chip.kind if chip else self.device_kind
@@ -396,20 +396,17 @@ class AscendTarget(Target):
             "npu-smi": smi.version or "unknown",
         }
         chips = int(self.ascend.CHIPS_PER_CARD)
-        perf = summarize(
-            target=self.name,
-            timing=timing,
+        perf = self.perf_record(
+            artifact,
+            timing,
             samples=samples,
             batch_size=bs,
             warmup=warmup if tool.warms_up else 0,
+            mode=mode,
             device_kind=kind,
             device_id=dev,
             tool_versions=tools,
-            mode=mode,
-            precision=artifact.precision,
-            e2e=mode == "real",
             extra={
-                "artifact_sha256": artifact.sha256,
                 "runner": tool.name,
                 "double": double,
                 "chips_per_card": chips,
