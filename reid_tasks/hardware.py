@@ -111,3 +111,16 @@ def collect_environment(extra: Mapping[str, Any] | None = None) -> dict[str, Any
             continue
     env.update(dict(extra or {}))
     return {k: v for k, v in env.items() if v is not None}
+
+
+def measured_on(target: str, perf: Mapping[str, Any]) -> dict[str, Any]:
+    """``perf`` (a PerfRecord dict) with what it was measured on; call it ON THE BENCHMARK WORKER.
+
+    Adds ``hardware`` (this machine, plus what the target put in ``extra["hardware"]``, e.g. Ascend SoC,
+    driver, chips), ``environment`` (this worker's packages) and ``simulated`` (numbers from test doubles).
+    """
+    extra = perf.get("extra") or {}
+    dev = perf.get("device_kind") if perf.get("device_id") is None else f"{perf['device_kind']}:{perf['device_id']}"
+    hardware = {**collect_hardware(target, device=dev), **(extra.get("hardware") or {})}
+    simulated = bool(perf.get("simulated") or extra.get("double"))
+    return {**perf, "hardware": hardware, "environment": collect_environment(), "simulated": simulated}

@@ -114,7 +114,7 @@ def _reuse(final: Path, key: Mapping[str, Any]) -> Artifact | None:
 class CalibrationSet:
     """Preprocessed int8 calibration images and where they came from: ``record`` holds ``split``
     (``train`` | ``gallery-holdout``), ``selection``, ``num_images``, ``images`` and the set's ``fingerprint``.
-    What the pipeline passes (reid_tasks.steps.calibration_set): never the evaluated query images."""
+    What the pipeline passes (reid_tasks.calibration): never the evaluated query images."""
 
     images: np.ndarray
     record: dict[str, Any]

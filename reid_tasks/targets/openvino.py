@@ -5,7 +5,7 @@
   recorded in the artifact and applied when the IR is compiled. bf16 is offered only where the CPU has
   AVX512-BF16 or AMX (and OpenVINO's OPTIMIZATION_CAPABILITIES lists BF16).
 - int8: ``nncf.quantize`` (post-training, default mixed preset for CPU) calibrated on the run's calibration set
-  (bounding_box_train, else a gallery hold-out: reid_tasks.steps.calibration_set); non-quantised ops run in f32.
+  (bounding_box_train, else a gallery hold-out: reid_tasks.calibration); non-quantised ops run in f32.
   On CPUs without VNNI (no avx512_vnni / avx_vnni / amx_int8, or oneDNN capped below them by
   ``ONEDNN_MAX_CPU_ISA``) the u8 x s8 kernels accumulate pairs in int16 and saturate: measured on the demo model
   with ``ONEDNN_MAX_CPU_ISA=AVX2``, min cosine to fp32 0.979 with NNCF's default overflow fix (first layer only)

@@ -136,6 +136,6 @@ def test_published_reference_applies_only_to_the_released_checkpoint(demo_checkp
     ctx = {"checkpoint": str(demo_checkpoint), "reference_explicit": False}
     assert not steps.reference_applies(ctx)
     assert steps.reference_applies({**ctx, "reference_explicit": True})
-    monkeypatch.setattr(steps, "RELEASED_CHECKPOINT_MD5", file_digest(demo_checkpoint, "md5"))
+    monkeypatch.setattr(steps.verdict, "RELEASED_CHECKPOINT_MD5", file_digest(demo_checkpoint, "md5"))
     assert steps.reference_applies(ctx)
-    assert steps.RELEASED_CHECKPOINT_MD5 != "0811054928b8aa70b6ea64e71ef99aaf"  # the patch took effect
+    assert steps.verdict.RELEASED_CHECKPOINT_MD5 != "0811054928b8aa70b6ea64e71ef99aaf"  # the patch took effect

@@ -206,7 +206,7 @@ def test_scheduled_run_validates_the_deployment_configuration(deploy, synthetic_
     assert steps.cfg_of(ctx).VALIDATION.RULES.PERF_Z == 6.0
     assert ctx["run_kind"] == "demo"  # synthetic data: never reported as a configured run
     # the recorded configuration keeps the deployment's thresholds but never a database URL's credentials
-    recorded = steps._run_info(ctx).config_overrides
+    recorded = steps.run_info(ctx).config_overrides
     assert recorded["VALIDATION.RULES.PERF_Z"] == 6.0 and "VALIDATION.RESULTS_DB_URL" not in recorded
 
 

@@ -413,7 +413,7 @@ class AscendTarget(Target):
                 "card_throughput_basis": "best pass per-chip throughput x chips_per_card",
                 "card_throughput_median": float(np.median([p.throughput for p in passes])) * chips,
                 "npu": dataclasses.asdict(chip) if chip else None,
-                # part of the perf series identity (merged into the row's hardware by steps._measured_on)
+                # part of the perf series identity (merged into the row's hardware by hardware.measured_on)
                 "hardware": {"ascend_soc": kind, "ascend_driver": smi.version or "unknown", "ascend_chips": chips},
                 "passes": [p.raw for p in passes],
                 **(extra or {}),
