@@ -66,7 +66,8 @@ def parse_market_name(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     return pid, camid - 1
 
 
-def _process_dir(dir_path: Path) -> list[ImageItem]:
+def scan_folder(dir_path: Path) -> list[ImageItem]:
+    """The images of one Market-1501 folder, sorted by file name, with pid and camid parsed from each name."""
     if not dir_path.is_dir():
         raise DatasetError(f"Market-1501 folder missing: {dir_path}")
     names = sorted(e.name for e in os.scandir(dir_path) if e.name.endswith(".jpg") and e.is_file())
@@ -112,9 +113,9 @@ class Market1501:
         self.query_dir = self.root / "query"
         self.gallery_dir = self.root / "bounding_box_test"
         self.train_dir = self.root / "bounding_box_train"
-        self.query: list[ImageItem] = _process_dir(self.query_dir)
-        self.gallery: list[ImageItem] = _process_dir(self.gallery_dir)
-        self.train: list[ImageItem] = _process_dir(self.train_dir) if self.train_dir.is_dir() else []
+        self.query: list[ImageItem] = scan_folder(self.query_dir)
+        self.gallery: list[ImageItem] = scan_folder(self.gallery_dir)
+        self.train: list[ImageItem] = scan_folder(self.train_dir) if self.train_dir.is_dir() else []
 
     @property
     def num_query(self) -> int:

@@ -14,10 +14,10 @@ from .settings import MANIFEST_NAME
 
 
 def _folder_items(folder: Path) -> list[CacheItem]:
-    from ..datasets import _process_dir
+    from ..datasets import scan_folder
 
     split = "gallery" if folder.name == "bounding_box_test" else "query"
-    return [CacheItem(path, pid, camid, split) for path, pid, camid in _process_dir(folder)]
+    return [CacheItem(path, pid, camid, split) for path, pid, camid in scan_folder(folder)]
 
 
 def resolve_source(src: str | os.PathLike[str]) -> Any:
