@@ -12,13 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import load_config, overrides
-from ..settings import FORM_KEYS, SECRET_KEYS, flat, parse_overrides
+from ..settings import SECRET_KEYS, flat, parse_overrides, trigger_spec
 
-#: CLI params -> config keys (a local user's run: any key)
-_PARAM_KEYS = {
+#: CLI params -> config keys beyond the trigger form's (a local user's run: any key)
+_CLI_KEYS = {
     "checkpoint": "TEST.WEIGHT",
     "dataset_root": "DATASETS.ROOT_DIR",
-    **FORM_KEYS,
     "results_db_url": "VALIDATION.RESULTS_DB_URL",
     "artifacts_root": "VALIDATION.ARTIFACTS_ROOT",
     "data_dir": "VALIDATION.DATA_DIR",
@@ -56,7 +55,7 @@ def config_opts(params: Mapping[str, Any]) -> list[Any]:
     """The KEY VALUE list that turns a local (CLI) run's ``params`` into a config (overrides first, explicit
     params last). Every key is allowed: the person at the shell owns the machine."""
     opts = flat(parse_overrides(params.get("config_overrides")))
-    for key, cfg_key in _PARAM_KEYS.items():
+    for key, cfg_key in {**_CLI_KEYS, **trigger_spec().form_keys}.items():
         value = params.get(key)
         if value not in (None, "", []):
             opts += [cfg_key, list(value) if isinstance(value, tuple) else value]
