@@ -2,8 +2,9 @@
 
 Layers (Conbench's split): ``models`` (SQLAlchemy tables) and ``migrations`` (Alembic); ``engine``
 (connections, transactions) and ``store`` (reads and writes rows) with ``queries`` (the SQL feeding the
-rules and charts); ``series``, ``rules`` and ``evaluation`` (pure: what a series is, the rules, applying them
-to a run's observations); ``views`` (the rows the CLI and plugin render); ``cli`` and ``plot`` at the edge.
+rules and charts); ``series``, ``rule_config``, ``rules`` and ``evaluation`` (pure: what a series is, the
+metrics and thresholds, the rules, applying them to a run's observations); ``views`` (the rows the CLI and
+plugin render); ``cli`` and ``plot`` at the edge.
 Records passed around (XCom included) are the frozen dataclasses below, each with ``to_dict()`` /
 ``from_dict()``.
 
@@ -22,7 +23,7 @@ from .records import (
     SeriesVerdict,
     collect_environment,
 )
-from .rules import METRICS, RuleConfig
+from .rule_config import METRICS, RuleConfig
 from .series import series_key
 from .store import ResultsStore
 from .urls import normalize_url, resolve_url

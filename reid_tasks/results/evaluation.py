@@ -2,7 +2,8 @@
 
 The store loads, for each perf / accuracy row of the run, an :class:`Observation` (its values, its context
 and the earlier good points of its series); :func:`evaluate` returns the per-series verdicts and the alerts
-to store. The rules themselves are in ``rules``.
+to store, each with what changed in the environment (``env_diff``). The rules themselves are in ``rules``,
+their limits in ``rule_config``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import Any
 
 from . import detect, rules
 from .records import SeriesVerdict
-from .rules import RuleConfig
+from .rule_config import ACCURACY_RULE_METRICS, PERF_RULE_METRICS, RuleConfig
 from .series import accuracy_series, series_key
 
 # The values a perf / accuracy observation carries (None where not measured).
 PERF_VALUES = ("throughput", "latency_p99", "card_throughput")
-ACCURACY_VALUES = rules.ACCURACY_RULE_METRICS
+ACCURACY_VALUES = ACCURACY_RULE_METRICS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +91,26 @@ class Observation:
         return self._since(name, self.trail)
 
 
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c": {}} -> {"a.b": 1} (an empty mapping contributes nothing)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def env_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """{dotted field: [before, after]} of the fields that differ (nested mappings flattened)."""
+    if before is None:
+        return {}
+    a, b = flatten(before), flatten(after)
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
 def describe_diff(diff: Mapping[str, list[Any]], base_run: str | None) -> str:
     if base_run is None:
         return "no earlier good run to compare the environment with"
@@ -136,7 +157,7 @@ class _Verdicts:
         if change is not None:
             diff, diff_text = _change_diff(change, obs, trail)
         else:
-            diff = {} if same_run else rules.env_diff(obs.before, obs.context)
+            diff = {} if same_run else env_diff(obs.before, obs.context)
             diff_text = describe_diff(diff, obs.base_key if obs.before is not None else None)
         message = f"{key} {check.metric}: {check.detail}"
         if check.regressed and not same_run:
@@ -185,7 +206,7 @@ def _change_diff(change: detect.Change, obs: Observation, trail: Sequence[Prior]
     before_key = trail[change.index - 1].run_key
     if before is None or after is None:
         return {}, f"no environment recorded to compare run {change.run_key} with {before_key}"
-    diff = rules.env_diff(before, after)
+    diff = env_diff(before, after)
     if not diff:
         return diff, (
             f"nothing changed in model, ONNX, config, dataset or environment at run {change.run_key} "
@@ -220,7 +241,7 @@ def _change(out: _Verdicts, obs: Observation, metric: str, detector: detect.Robu
 def _perf(out: _Verdicts, obs: Observation, cfg: RuleConfig) -> None:
     ser, v = obs.series, obs.values
     detector = perf_detector(cfg)
-    done = {m for m in rules.PERF_RULE_METRICS if _change(out, obs, m, detector)}
+    done = {m for m in PERF_RULE_METRICS if _change(out, obs, m, detector)}
     ref = cfg.reference_for(ser["target"], ser["device_kind"], ser["batch_size"], ser["precision"])
     ref = None if obs.simulated else ref  # simulated numbers are never checked against a reference
     card = v.get("card_throughput")
@@ -246,7 +267,7 @@ def _perf(out: _Verdicts, obs: Observation, cfg: RuleConfig) -> None:
 
 def _accuracy(out: _Verdicts, obs: Observation, cfg: RuleConfig) -> None:
     detector = accuracy_detector(cfg)
-    for metric in rules.ACCURACY_RULE_METRICS:
+    for metric in ACCURACY_RULE_METRICS:
         observed = float(obs.values[metric])  # type: ignore[arg-type]
         reference = None if obs.simulated else cfg.reference_accuracy(metric, bool(obs.series.get("re_ranking")))
         if reference is not None:
@@ -264,7 +285,7 @@ def _batch_invariance(out: _Verdicts, accuracy: Sequence[Observation], cfg: Rule
         s = obs.series
         groups.setdefault((s["target"], s["precision"], s["re_ranking"]), []).append(obs)
     for (target, precision, rerank), group in groups.items():
-        for metric in rules.ACCURACY_RULE_METRICS:
+        for metric in ACCURACY_RULE_METRICS:
             by_batch = {o.series["batch_size"]: float(o.values[metric]) for o in group}  # type: ignore[arg-type]
             for batch, check in rules.batch_invariance_checks(metric, by_batch, cfg.batch_invariance):
                 out.add(check, group[0], accuracy_series(target, batch, precision, rerank))

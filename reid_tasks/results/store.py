@@ -10,27 +10,28 @@ Usage (the DAG, the pipeline and the Airflow plugin all go through this)::
     store.finish_run(run_key, "success")            # until then the run is 'running', never a baseline
     verdict = store.evaluate_run(run_key, RuleConfig.from_cfg(cfg))
 
-Every write is one transaction, retried on lock timeouts and deadlocks (see ``engine``); the writes are in
-``writes``. The SQL that feeds the rules is in ``queries``, the rules in ``evaluation`` / ``rules`` (pure),
-the rendered rows in ``views``. Baselines are *good* rows only: status 'success' (finished, no open alert,
-no failure row), started before the run being evaluated, the run itself excluded, same series identity,
-not simulated. See reid_tasks.results.models for the statuses.
+Every write is one transaction, retried on lock timeouts and deadlocks (see ``engine``); the writes (rows,
+alerts, statuses) are in ``writes``. A run's rows for the rules are loaded by ``observations``, the other SQL
+reads are in ``queries``, the rules in ``evaluation`` / ``rules`` (pure), the rendered rows in ``views``.
+Baselines are *good* rows only: status 'success' (finished, no open alert, no failure row), started before the
+run being evaluated, the run itself excluded, same series identity, not simulated.
+See reid_tasks.results.models for the statuses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import ResultsError, ResultsNotFound
-from . import queries, rules
+from . import queries
 from .engine import make_engine
 from .evaluation import evaluate
 from .models import AccuracyResult, Alert, Failure, SeriesBaseline, ValidationRun
+from .observations import load_observations
 from .records import (
     AlertRecord,
     FailureRow,
@@ -39,7 +40,7 @@ from .records import (
     as_utc,
     utcnow,
 )
-from .rules import RuleConfig
+from .rule_config import RuleConfig, metric_spec
 from .series import accuracy_series, perf_series, series_key
 from .views import (
     BaselineMark,
@@ -57,20 +58,6 @@ from .writes import RowWriter, has_failures, settle
 __all__ = ["ResultsStore", "RunRecord", "make_engine", "series_key"]
 
 
-# The columns an alert raised again by a re-evaluation updates (its acknowledgement is kept).
-_ALERT_UPDATE = (
-    "series",
-    "observed",
-    "baseline",
-    "threshold",
-    "z",
-    "message",
-    "env_diff",
-    "change_run_id",
-    "level_before",
-    "level_after",
-    "p_value",
-)
 # The run columns an alert record carries (selected beside the Alert entity).
 _RUN_REF = (ValidationRun.run_key, ValidationRun.dag_id, ValidationRun.run_id)
 
@@ -129,38 +116,9 @@ class ResultsStore(RowWriter):
 
         def write(s: Session) -> RunVerdict:
             run = self._run(s, run_key)
-            perf, acc = queries.observations(s, run, cfg)
+            perf, acc = load_observations(s, run, cfg)
             verdicts, pending = evaluate(perf, acc, cfg)
-            keys = {(a["rule"], a["metric"], a["series_key"]) for a in pending}
-            existing = s.execute(
-                select(Alert.id, Alert.rule, Alert.metric, Alert.series_key).where(Alert.run_pk == run.id)
-            ).all()
-            stale = [row.id for row in existing if (row.rule, row.metric, row.series_key) not in keys]
-            if stale:
-                s.execute(delete(Alert).where(Alert.id.in_(stale)))
-            if pending:
-                now = utcnow()
-                change_keys = {a["change_run"] for a in pending if a["change_run"] is not None}
-                pks = dict(
-                    s.execute(
-                        select(ValidationRun.run_key, ValidationRun.id).where(ValidationRun.run_key.in_(change_keys))
-                    ).all()
-                )
-                stmt = self._insert(Alert.__table__)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["run_id", "rule", "metric", "series_key"],
-                    set_={k: stmt.excluded[k] for k in _ALERT_UPDATE},
-                )
-                rows = [
-                    {
-                        **{k: v for k, v in a.items() if k != "change_run"},
-                        "change_run_id": pks.get(a["change_run"]),
-                        "run_id": run.id,
-                        "created_at": now,
-                    }
-                    for a in pending
-                ]
-                s.execute(stmt, rows)
+            self._replace_alerts(s, run, pending)
             stored = s.scalars(select(Alert).where(Alert.run_pk == run.id).order_by(Alert.id)).all()
             run.verdicts = [v.to_dict() for v in verdicts]
             if run.status in ("success", "regressed") or (run.status == "failed" and has_failures(s, run)):
@@ -300,35 +258,7 @@ class ResultsStore(RowWriter):
 
     def baselines(self, series_key: str | None = None, metric: str | None = None) -> list[BaselineMark]:
         """Accepted baselines (where a series' baseline restarted), oldest start first."""
-        return self._read(lambda s: self._baselines(s, series_key, metric))
-
-    @staticmethod
-    def _baselines(s: Session, series_key: str | None, metric: str | None, identity: Any = all) -> list[BaselineMark]:
-        """``identity``: only the baselines of that series identity (None: series without one); ``all``: any."""
-        q = (
-            select(SeriesBaseline, ValidationRun.run_key, ValidationRun.started_at)
-            .join(ValidationRun, SeriesBaseline.start_run_pk == ValidationRun.id)
-            .order_by(ValidationRun.started_at, SeriesBaseline.id)
-        )
-        if series_key is not None:
-            q = q.where(SeriesBaseline.series_key == series_key)
-        if metric is not None:
-            q = q.where(SeriesBaseline.metric == metric)
-        if identity is not all:
-            q = q.where(queries.same_identity(SeriesBaseline.identity_key, identity))
-        return [
-            BaselineMark(
-                series_key=b.series_key,
-                identity_key=b.identity_key,
-                metric=b.metric,
-                run_key=key,
-                started_at=started,
-                alert_id=b.alert_id,
-                accepted_by=b.accepted_by,
-                accepted_at=b.accepted_at,
-            )
-            for b, key, started in s.execute(q)
-        ]
+        return self._read(lambda s: queries.baseline_marks(s, series_key, metric))
 
     # ------------------------------------------------------------------ queries
     def results(
@@ -389,7 +319,7 @@ class ResultsStore(RowWriter):
         """The last ``limit`` finished points of one metric of one series (oldest first) and the baseline and
         alert band the next run would be judged against. ``device_kind`` None: the only one recorded;
         ``identity`` None: the identity of the series' newest finished row (``Series.series["identity_key"]``)."""
-        spec = rules.metric_spec(metric)
+        spec = metric_spec(metric)
         cfg = rule_config if rule_config is not None else RuleConfig.from_cfg()
 
         def read(s: Session) -> Series:
@@ -407,7 +337,7 @@ class ResultsStore(RowWriter):
                 lookback = cfg.history_acc_runs
             ser["identity_key"] = identity or queries.latest_identity(s, ser)
             key, identity_key = series_key(ser), ser["identity_key"]
-            baselines = self._baselines(s, key, metric, identity_key)
+            baselines = queries.baseline_marks(s, key, metric, identity_key)
             since = baselines[-1].started_at if baselines else None
             points, good = queries.series_history(s, ser, column, limit, lookback, since)
             series = build_series(metric, ser, points, good, ref, cfg, since)

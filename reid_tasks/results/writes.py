@@ -1,5 +1,6 @@
 """Writing a run's rows: the run itself, perf / accuracy rows (with their series identity), failure rows,
-the run's disk use and its final status. ``ResultsStore`` (``store``) adds the reads and the rules.
+the run's disk use, the alerts its evaluation raised and its final status. ``ResultsStore`` (``store``) adds
+the reads and the rules.
 
 Every write is one transaction (``engine.Database._write``); rows are upserts, so a re-run updates, never
 duplicates. A finished run's status follows from what it holds (``settle``): 'regressed' with open alerts,
@@ -20,6 +21,21 @@ from .engine import Database
 from .models import AccuracyResult, Alert, Failure, PerfResult, ValidationRun
 from .records import FINAL_STATUSES, AccuracyRow, FailureRow, PerfRow, RunInfo, as_utc, utcnow
 from .series import dataset_digest, identity_key
+
+# The columns an alert raised again by a re-evaluation updates (its acknowledgement is kept).
+_ALERT_UPDATE = (
+    "series",
+    "observed",
+    "baseline",
+    "threshold",
+    "z",
+    "message",
+    "env_diff",
+    "change_run_id",
+    "level_before",
+    "level_after",
+    "p_value",
+)
 
 
 class RowWriter(Database):
@@ -236,6 +252,42 @@ class RowWriter(Database):
             return bool(deleted)
 
         return self._write(write)
+
+    # ------------------------------------------------------------------ alerts
+    def _replace_alerts(self, s: Session, run: ValidationRun, pending: list[dict[str, Any]]) -> None:
+        """Store the alerts an evaluation of ``run`` raised (``evaluation.evaluate``), replacing its earlier
+        ones: an alert raised again is updated (its acknowledgement kept), one no longer raised is deleted."""
+        keys = {(a["rule"], a["metric"], a["series_key"]) for a in pending}
+        existing = s.execute(
+            select(Alert.id, Alert.rule, Alert.metric, Alert.series_key).where(Alert.run_pk == run.id)
+        ).all()
+        stale = [row.id for row in existing if (row.rule, row.metric, row.series_key) not in keys]
+        if stale:
+            s.execute(delete(Alert).where(Alert.id.in_(stale)))
+        if not pending:
+            return
+        now = utcnow()
+        change_keys = {a["change_run"] for a in pending if a["change_run"] is not None}
+        pks = dict(
+            s.execute(
+                select(ValidationRun.run_key, ValidationRun.id).where(ValidationRun.run_key.in_(change_keys))
+            ).all()
+        )
+        stmt = self._insert(Alert.__table__)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id", "rule", "metric", "series_key"],
+            set_={k: stmt.excluded[k] for k in _ALERT_UPDATE},
+        )
+        rows = [
+            {
+                **{k: v for k, v in a.items() if k != "change_run"},
+                "change_run_id": pks.get(a["change_run"]),
+                "run_id": run.id,
+                "created_at": now,
+            }
+            for a in pending
+        ]
+        s.execute(stmt, rows)
 
 
 def _with_identity(values: dict[str, Any], run: ValidationRun) -> dict[str, Any]:

@@ -8,12 +8,13 @@ import random
 import pytest
 from results_helpers import acc_row, perf_row, record_run
 
+from reid_tasks.config import load_config
 from reid_tasks.errors import ResultsError
-from reid_tasks.results import RuleConfig, rules
+from reid_tasks.results import RuleConfig, rule_config
+from reid_tasks.results.evaluation import env_diff
 from reid_tasks.results.rules import (
     accuracy_history_check,
     batch_invariance_checks,
-    env_diff,
     perf_check,
     zscore_check,
 )
@@ -31,6 +32,16 @@ def test_defaults_match_config() -> None:
     assert cfg.reference_for("onnxruntime", "cpu", 16, "fp32") is None
     assert RuleConfig.from_cfg(use_reference=False).reference_rank1 is None
     assert RuleConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_from_cfg_reads_every_threshold() -> None:
+    """Each threshold comes from its own VALIDATION.RULES key, with the field's type."""
+    fields = [f for f in dataclasses.fields(RuleConfig) if not f.name.startswith("reference_")]
+    values = {f.name: (len(f.name) + i if isinstance(f.default, int) else 0.5 + i) for i, f in enumerate(fields)}
+    opts = [item for name, value in values.items() for item in (f"VALIDATION.RULES.{name.upper()}", str(value))]
+    cfg = RuleConfig.from_cfg(load_config(opts=opts))
+    assert {name: getattr(cfg, name) for name in values} == values
+    assert all(type(getattr(cfg, f.name)) is type(f.default) for f in fields)
 
 
 def test_steady_noise_does_not_alert() -> None:
@@ -116,7 +127,7 @@ def test_env_diff_flattens() -> None:
 
 def test_bad_inputs_raise() -> None:
     with pytest.raises(ResultsError, match="unknown metric"):
-        rules.metric_spec("fps")
+        rule_config.metric_spec("fps")
     with pytest.raises(ResultsError, match="REFERENCE_THROUGHPUT"):
         RuleConfig(reference_throughput=(("ascend310", 1, 2),))
 
