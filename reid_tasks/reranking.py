@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import EvaluationError
-from .evaluate import _distance_block, _float_keys, _ragged_arange, _sq_norms
+from .ranking import distance_block, float_keys, ragged_arange, sq_norms
 
 __all__ = ["RERANK_DTYPES", "re_ranking"]
 
@@ -26,7 +26,7 @@ def _top_k_stable(rows: np.ndarray, k: int) -> np.ndarray:
     rr, cc = np.nonzero(rows <= kth[:, None])
     col_bits = max(1, int(m - 1).bit_length())
     keys = (rr.astype(np.uint64) << np.uint64(32 + col_bits)) | (
-        _float_keys(rows[rr, cc]).astype(np.uint64) << np.uint64(col_bits)
+        float_keys(rows[rr, cc]).astype(np.uint64) << np.uint64(col_bits)
     )
     keys |= cc.astype(np.uint64)
     keys.sort()
@@ -78,10 +78,10 @@ def re_ranking(
     nq = q.shape[0]
     feat = np.concatenate([q, g])
     n = feat.shape[0]
-    f2 = _sq_norms(feat)
+    f2 = sq_norms(feat)
     dist = np.empty((n, n), dtype=np.float32)
     for s in range(0, n, 2048):
-        _distance_block(feat[s : s + 2048], f2[s : s + 2048], feat, f2, dist[s : s + 2048])
+        distance_block(feat[s : s + 2048], f2[s : s + 2048], feat, f2, dist[s : s + 2048])
     del feat
     dist /= dist.max(axis=0)[None, :]
     orig = dist.T  # original_dist[i, j] = dist[j, i] / max(dist[:, i])  (transpose of the column-normalised)
@@ -112,13 +112,13 @@ def _expansion(rank: np.ndarray, k1: int, n: int) -> tuple[np.ndarray, np.ndarra
     cand_len = h_len[r_cols]
     trip_i = np.repeat(r_rows, cand_len)
     trip_pair = np.repeat(np.arange(r_rows.size), cand_len)
-    trip_m = h_cols[_ragged_arange(h_start[r_cols], cand_len)]
+    trip_m = h_cols[ragged_arange(h_start[r_cols], cand_len)]
     inter = np.isin(trip_i * n + trip_m, r_rows * n + r_cols)
     inter_count = np.bincount(trip_pair, weights=inter, minlength=r_rows.size)
     accept = inter_count > (2.0 / 3.0) * cand_len
     acc_len = np.where(accept, cand_len, 0)
     add_rows = np.repeat(r_rows, acc_len)
-    add_cols = h_cols[_ragged_arange(h_start[r_cols], acc_len)]
+    add_cols = h_cols[ragged_arange(h_start[r_cols], acc_len)]
     exp_key = np.unique(np.concatenate([r_rows * n + r_cols, add_rows * n + add_cols]))
     return exp_key // n, exp_key % n
 
@@ -151,7 +151,7 @@ def _query_expansion(
     nb = nbrs.reshape(-1)
     nb_i = np.repeat(np.arange(n, dtype=np.int64), k2)
     lens = v_len[nb]
-    src = _ragged_arange(v_start[nb], lens)
+    src = ragged_arange(v_start[nb], lens)
     key = np.repeat(nb_i, lens) * n + v_cols[src]
     uk, inv = np.unique(key, return_inverse=True)
     if not half:
@@ -195,7 +195,7 @@ def _jaccard_final(
         a, b = int(row_start[s]), int(row_start[e])
         qi, qk, qv = v_rows[a:b], v_cols[a:b], v_vals[a:b]
         lens = c_len[qk]
-        src = _ragged_arange(c_start[qk], lens)
+        src = ragged_arange(c_start[qk], lens)
         tgt = c_rows[src]
         mins = np.minimum(np.repeat(qv, lens), c_vals[src])
         keep = tgt >= nq  # only the gallery columns of the query rows are returned

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid_tasks import evaluate as ev
+from reid_tasks import ranking
 from reid_tasks.errors import EvaluationError
 from reid_tasks.evaluate import Metrics, compute_distance, cosine_parity, evaluate
 from reid_tasks.reranking import re_ranking
@@ -143,7 +143,7 @@ def test_float_distances_do_not_depend_on_chunking():
 def test_candidate_splitting(monkeypatch):
     qf, gf, qp, gp, qc, gc = make_data(6)
     full = evaluate(qf, gf, qp, gp, qc, gc)
-    monkeypatch.setattr(ev, "_MAX_CANDIDATES", 5)
+    monkeypatch.setattr(ranking, "_MAX_CANDIDATES", 5)
     assert evaluate(qf, gf, qp, gp, qc, gc).as_dict() == full.as_dict()
 
 
