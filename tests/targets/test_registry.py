@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any, ClassVar
 
 import pytest
 
@@ -12,6 +13,7 @@ from reid_tasks.errors import PrecisionNotSupported, TargetError, TargetUnavaila
 from reid_tasks.targets import (
     Artifact,
     PerfRecord,
+    RunSetting,
     Target,
     UnknownTarget,
     get_target,
@@ -194,3 +196,107 @@ def test_module_named_onnxruntime_imports_the_real_package() -> None:
     assert ort is not mine and hasattr(ort, "InferenceSession") and ort.__name__ == "onnxruntime"
     ov = mine_ov._ov()
     assert ov is not mine_ov and hasattr(ov, "Core") and ov.__name__ == "openvino"
+
+
+def test_ascend_declares_its_run_settings() -> None:
+    from reid_tasks import settings
+    from reid_tasks.config import load_config
+    from reid_tasks.targets.ascend import SOC_VERSIONS, AscendTarget
+
+    assert settings.FORM_KEYS["soc_version"] == "VALIDATION.ASCEND.SOC_VERSION"
+    assert settings.FORM_KEYS["device_ids"] == "VALIDATION.ASCEND.DEVICE_IDS"
+    assert "among the deployment's" in settings.RUN_SETTABLE_KEYS["VALIDATION.ASCEND.DEVICE_IDS"]
+    assert not settings.run_settable("VALIDATION.ASCEND.INSTALL_PATH")
+    deployment = load_config(opts=["VALIDATION.ASCEND.DEVICE_IDS", "[0, 2]"])
+    fields = AscendTarget.trigger_fields(deployment)
+    assert fields["soc_version"]["enum"] == list(SOC_VERSIONS) and fields["soc_version"]["default"] == "Ascend310"
+    assert fields["device_ids"]["default"] == [0, 2] and fields["device_ids"]["items"]["enum"] == [0, 2]
+
+    def problems(*opts: str) -> list[str]:
+        return AscendTarget.check_trigger_settings(load_config(opts=list(opts)), deployment)
+
+    assert problems("VALIDATION.ASCEND.DEVICE_IDS", "[2]") == []
+    assert problems("VALIDATION.ASCEND.SOC_VERSION", "Ascend999") == [
+        f"VALIDATION.ASCEND.SOC_VERSION 'Ascend999' is not one of {list(SOC_VERSIONS)}"
+    ]
+    for ids in ("[1]", "[0, 0]", "[]"):
+        [message] = problems("VALIDATION.ASCEND.DEVICE_IDS", ids)
+        assert "must be distinct ids among the deployment's [0, 2]" in message, ids
+
+
+def _declaring(name: str, *declared: RunSetting, node: str | None = "DUMMYRS", fields: bool = True) -> type[Target]:
+    """A target class declaring ``declared`` on its node (LEVEL, and MAX: the deployment's bound of LEVEL)."""
+
+    class Declaring(Target):
+        config_node: ClassVar[str | None] = node
+        config_defaults: ClassVar[dict[str, Any]] = {"LEVEL": 1, "MAX": 3}
+        trigger_settings: ClassVar[tuple[RunSetting, ...]] = declared
+
+        @classmethod
+        def trigger_fields(cls, cfg: Any) -> dict[str, dict[str, Any]]:
+            if not fields:
+                return super().trigger_fields(cfg)
+            return {s.param: {"default": 1, "type": "integer", "description": "d"} for s in declared}
+
+        @classmethod
+        def check_trigger_settings(cls, cfg: Any, deployment: Any) -> list[str]:
+            return [] if cfg.VALIDATION.DUMMYRS.LEVEL <= deployment.VALIDATION.DUMMYRS.MAX else ["too high"]
+
+        def available(self) -> tuple[bool, str]:
+            return False, "never here"
+
+    Declaring.name = name
+    return Declaring
+
+
+LEVEL = RunSetting("dummy_level", "LEVEL", "Dummy level", "dummy effort")
+
+
+def test_a_registered_target_declares_a_run_setting_in_process() -> None:
+    from reid_tasks import settings
+    from reid_tasks.config import load_config
+    from reid_tasks.form import trigger_form
+
+    register_target("dummy-rs", _declaring("dummy-rs", LEVEL))
+    try:
+        assert settings.FORM_KEYS["dummy_level"] == "VALIDATION.DUMMYRS.LEVEL"
+        assert "dummy_level" in settings.TRIGGER_PARAMS and settings.run_settable("VALIDATION.DUMMYRS.LEVEL")
+        assert "VALIDATION\\.DUMMYRS\\.LEVEL" in settings.OVERRIDE_KEY_PATTERN
+        deployment = load_config()
+        form = trigger_form(deployment)
+        assert form["dummy_level"] == {"default": 1, "type": "integer", "description": "d", "title": "Dummy level"}
+        settings.check_trigger_conf({"dummy_level": 2})
+        settings.check_run_values(load_config(opts=["VALIDATION.DUMMYRS.LEVEL", 3]), deployment)
+        with pytest.raises(settings.TriggerRefused, match="trigger refused: too high"):
+            settings.check_run_values(load_config(opts=["VALIDATION.DUMMYRS.LEVEL", 4]), deployment)
+    finally:
+        _unregister("dummy-rs")
+    assert "dummy_level" not in settings.TRIGGER_PARAMS and not settings.run_settable("VALIDATION.DUMMYRS.LEVEL")
+    with pytest.raises(settings.TriggerRefused, match="'dummy_level' is not a setting of this DAG"):
+        settings.check_trigger_conf({"dummy_level": 2})
+
+
+@pytest.mark.parametrize(
+    "declaring, message",
+    [
+        (lambda: _declaring("dummy-rs", RunSetting("x", "NOPE", "X", "x")), "VALIDATION.DUMMYRS.NOPE, which is not"),
+        (lambda: _declaring("dummy-rs", LEVEL, node=None), "VALIDATION.None.LEVEL, which is not"),
+        (lambda: _declaring("dummy-rs", RunSetting("notes", "LEVEL", "N", "n")), "a setting of the DAG itself"),
+        (
+            lambda: _declaring("dummy-rs", RunSetting("soc_version", "LEVEL", "S", "s")),
+            "'ascend310' and 'dummy-rs' both declare run setting 'soc_version'",
+        ),
+        (lambda: _declaring("dummy-rs", LEVEL, fields=False), "declares trigger_settings but not their trigger_fields"),
+    ],
+    ids=["unknown-key", "no-node", "dag-param", "taken-param", "no-fields"],
+)
+def test_bad_run_setting_declarations_name_the_target(declaring, message) -> None:
+    from reid_tasks.config import load_config
+    from reid_tasks.form import trigger_form
+
+    register_target("dummy-rs", declaring())
+    try:
+        with pytest.raises((TargetError, NotImplementedError), match=message):
+            trigger_form(load_config())
+    finally:
+        _unregister("dummy-rs")
