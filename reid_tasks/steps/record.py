@@ -48,6 +48,38 @@ def _perf_row(perf: Mapping[str, Any], precision: str, eval_config: Mapping[str,
     )
 
 
+def _accuracy_row(e: Mapping[str, Any], eval_config: Mapping[str, Any]) -> Any:
+    """The accuracy row of one evaluated artifact (``evaluate_artifact``'s record, parity settled)."""
+    from ..results import AccuracyRow
+
+    m, c, p = e["metrics"], e["counts"], e["parity"]
+    return AccuracyRow(
+        target=e["target"],
+        batch_size=int(e["batch_size"]),
+        precision=e["precision"],
+        rank1=m["rank1"],
+        rank5=m["rank5"],
+        rank10=m["rank10"],
+        mAP=m["mAP"],
+        mINP=m["mINP"],
+        valid_queries=c["valid_queries"],
+        gallery_size=c["gallery_size"],
+        feat_norm=bool(e["feat_norm"]),
+        re_ranking=bool(e["re_ranking"]),
+        parity_min_cosine=p["min_cosine"],
+        parity_mean_cosine=p["mean_cosine"],
+        parity_max_abs_diff=p["max_abs_diff"],
+        flagged=bool(e["flagged"]),
+        flag_reason="; ".join(e["flag_reasons"]) or None,
+        simulated=bool(e.get("simulated") or e["perf"].get("simulated")),
+        parity_passed=p.get("passed"),
+        parity_sample_size=p.get("sample_size"),
+        parity_detail={k: v for k, v in p.items() if k not in ("min_cosine", "mean_cosine", "max_abs_diff")},
+        calibration_fingerprint=e.get("calibration_fingerprint"),
+        neck_feat=eval_config["neck_feat"],
+    )
+
+
 def _worker_environment(evaluations: Sequence[Mapping[str, Any]], extra: Mapping[str, Any]) -> dict[str, Any]:
     """The run's environment as the benchmark workers saw it: one worker's environment (all alike), else this
     host's with each target's worker under ``workers``; ``extra`` (devices, tool versions) on top."""
@@ -63,6 +95,10 @@ def _worker_environment(evaluations: Sequence[Mapping[str, Any]], extra: Mapping
     return env
 
 
+#: the failure record's keys (``failures.capture_failure``) that a FailureRow stores
+_FAILURE_FIELDS = ("target", "batch_size", "precision", "stage", "message", "log_tail", "attempt")
+
+
 def record_results(
     ctx: Mapping[str, Any],
     evaluations: Sequence[Mapping[str, Any]],
@@ -71,7 +107,7 @@ def record_results(
 ) -> dict[str, Any]:
     """Upsert the run (with model/ONNX hashes, dataset fingerprint, environment) and its perf/accuracy rows,
     with the parity gate settled across artifacts; ``failures``: the artifacts that failed (``capture_failure``)."""
-    from ..results import AccuracyRow, FailureRow
+    from ..results import FailureRow
 
     evaluations = finalize_parity(ctx, evaluations)
     eval_config = _eval_config(cfg_of(ctx))
@@ -101,52 +137,13 @@ def record_results(
             if perf:
                 store.record_perf(ctx["run_key"], _perf_row(perf, e["precision"], eval_config))
                 perf_rows += 1
-        m, c, p = e["metrics"], e["counts"], e["parity"]
-        store.record_accuracy(
-            ctx["run_key"],
-            AccuracyRow(
-                target=e["target"],
-                batch_size=int(e["batch_size"]),
-                precision=e["precision"],
-                rank1=m["rank1"],
-                rank5=m["rank5"],
-                rank10=m["rank10"],
-                mAP=m["mAP"],
-                mINP=m["mINP"],
-                valid_queries=c["valid_queries"],
-                gallery_size=c["gallery_size"],
-                feat_norm=bool(e["feat_norm"]),
-                re_ranking=bool(e["re_ranking"]),
-                parity_min_cosine=p["min_cosine"],
-                parity_mean_cosine=p["mean_cosine"],
-                parity_max_abs_diff=p["max_abs_diff"],
-                flagged=bool(e["flagged"]),
-                flag_reason="; ".join(e["flag_reasons"]) or None,
-                simulated=bool(e.get("simulated") or e["perf"].get("simulated")),
-                parity_passed=p.get("passed"),
-                parity_sample_size=p.get("sample_size"),
-                parity_detail={k: v for k, v in p.items() if k not in ("min_cosine", "mean_cosine", "max_abs_diff")},
-                calibration_fingerprint=e.get("calibration_fingerprint"),
-                neck_feat=eval_config["neck_feat"],
-            ),
-        )
+        store.record_accuracy(ctx["run_key"], _accuracy_row(e, eval_config))
         acc_rows += 1
     for e in evaluations:  # a retried task that succeeded replaces its failure row
         store.clear_failure(ctx["run_key"], e["target"], int(e["batch_size"]), e["precision"])
     failures = run_failures(ctx, evaluations)
     for f in failures:
-        store.record_failure(
-            ctx["run_key"],
-            FailureRow(
-                target=f["target"],
-                batch_size=int(f["batch_size"]),
-                precision=f["precision"],
-                stage=f["stage"],
-                message=f["message"],
-                log_tail=f.get("log_tail") or "",
-                attempt=int(f.get("attempt") or 1),
-            ),
-        )
+        store.record_failure(ctx["run_key"], FailureRow(**{k: f[k] for k in _FAILURE_FIELDS if k in f}))
     return {
         "run_key": ctx["run_key"],
         "perf_rows": perf_rows,
