@@ -9,8 +9,9 @@ benchmark.x86_64 runs it on one NPU device, the way the seed guide does by hand.
 One module per concern: ``cann`` (the CANN environment, running a tool), ``atc`` (conversion), ``npu_smi``
 (devices and idleness), ``inputs`` (the seed .bin layout a data pass reads), ``runner`` (the runner interface)
 with one class per runner -- ``ais_bench.AisBench`` and ``benchmark_x86.BenchmarkX86`` -- and
-``target.AscendTarget`` composing them. Each runner module holds its
-tool's command lines and the parsers of what it writes.
+``target.AscendTarget`` composing them; ``settings`` holds its config node's defaults and the run settings a
+trigger may choose (SoC, device ids). Each runner module holds its tool's command lines and the parsers of what
+it writes.
 
 Configuration: VALIDATION.ASCEND.{INSTALL_PATH, SOC_VERSION, PRECISION_MODE, AUTO_TUNE, RUNNER, BENCHMARK_BIN,
 DEVICE_IDS, HOSTS, CHIPS_PER_CARD, BUSY_TIMEOUT_S, BUSY_POLL_S, LEASE_DIR, LEASE_TIMEOUT_S}. The tools run in
@@ -32,6 +33,7 @@ them carry ``extra["double"]``).
 from __future__ import annotations
 
 from .cann import cann_environment, cann_version
-from .target import RUNNERS, SOC_VERSIONS, AscendTarget
+from .settings import SOC_VERSIONS
+from .target import RUNNERS, AscendTarget
 
 __all__ = ["RUNNERS", "SOC_VERSIONS", "AscendTarget", "cann_environment", "cann_version"]
