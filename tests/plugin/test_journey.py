@@ -134,6 +134,13 @@ def _token(base: str, user: str, password: str) -> str:
         return json.load(r)["access_token"]
 
 
+#: true once every finite animation on the page has ended (spinners loop forever and are ignored)
+FINITE_ANIMATIONS_DONE = (
+    "() => document.getAnimations().every("
+    "(a) => a.playState !== 'running' || a.effect?.getComputedTiming().iterations === Infinity)"
+)
+
+
 def _wait_for_run(base: str, token: str) -> dict:
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -192,6 +199,8 @@ def test_trigger_with_defaults_and_follow_the_results(standalone):
             expect(dialog.get_by_text("Run Parameters")).to_be_visible()
             submit = dialog.get_by_role("button", name="Trigger", exact=True)
             expect(submit).to_be_enabled()
+            # the dialog fades in over the DAG page: a screenshot before its animations end shows both
+            page.wait_for_function(FINITE_ANIMATIONS_DONE)
             shot(page, "02-trigger-form")
             submit.click()
             page.wait_for_url(f"**/dags/{DAG_ID}/runs/**")
