@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .records import as_utc
-from .rules import METRICS
+from .rule_config import METRICS
 
 FORMATS = ("table", "csv", "json")
 _REL = re.compile(r"^(\d+(?:\.\d+)?)([mhdw])$")
@@ -274,7 +274,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from .rules import RuleConfig
+    from .rule_config import RuleConfig
     from .views import read_series
 
     cfg = _config(args)

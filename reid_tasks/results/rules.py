@@ -36,7 +36,6 @@ from typing import Any
 
 from ..errors import ResultsError
 from .detect import Change, RobustChange
-from .rule_config import METRICS as METRICS  # re-exported: ``rules.METRICS`` is used by the CLI
 from .rule_config import RuleConfig, metric_spec
 
 
