@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from reid_tasks.results import AlertRecord, ResultsStore, RuleConfig
-from reid_tasks.results.views import read_results, read_series
+from reid_tasks.results.reads import read_results, read_series
 
 from .filters import ResultFilters, SeriesSelector
 

@@ -231,7 +231,7 @@ ALERT_COLUMNS = (
 
 # ---------------------------------------------------------------------- handlers
 def cmd_results(args: argparse.Namespace) -> int:
-    from .views import read_results
+    from .reads import read_results
 
     with _open(args) as store:
         rows = read_results(store, args, run_key=args.run)
@@ -274,8 +274,8 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from .reads import read_series
     from .rule_config import RuleConfig
-    from .views import read_series
 
     cfg = _config(args)
     with _open(args) as store:

@@ -6,8 +6,8 @@ markers).
 
 ``run_record`` / ``alert_record``: one stored run / alert as a record; ``merge_rows``: perf and accuracy of
 runs side by side, one row per run x (target, device kind, batch, precision); ``build_series``: one metric's
-points with the baseline and alert band the next run is judged against. ``read_results`` / ``read_series``:
-the store's rows / series for the filters the CLI and the plugin take (one translation for both).
+points with the baseline and alert band the next run is judged against. The store reads behind them, for
+the filters the CLI and the plugin take, are in ``reads``.
 """
 
 from __future__ import annotations
@@ -16,16 +16,13 @@ import dataclasses
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from . import rules
 from .evaluation import accuracy_detector, perf_detector
 from .records import AlertRecord, FailureRow, _Record
-from .rules import RuleConfig
+from .rule_config import RuleConfig
 from .series import series_key
-
-if TYPE_CHECKING:
-    from .store import ResultsStore
 
 R = TypeVar("R")
 
@@ -213,63 +210,6 @@ def alert_record(a: Any, run_key: str, dag_id: str | None, run_id: str | None) -
         series=dict(a.series or {}),
         env_diff=dict(a.env_diff or {}),
         change_run=a.change_run.run_key if a.change_run is not None else None,
-    )
-
-
-class ResultQuery(Protocol):
-    """Filters of result rows (the plugin's ResultFilters, the CLI's ``results`` arguments)."""
-
-    target: str | None
-    device_kind: str | None
-    batch_size: int | None
-    precision: str | None
-    since: datetime | None
-    until: datetime | None
-    limit: int
-
-
-class SeriesQuery(Protocol):
-    """One metric of one series (the plugin's SeriesSelector, the CLI's ``history`` arguments)."""
-
-    metric: str
-    target: str
-    batch_size: int
-    precision: str
-    device_kind: str | None
-    mode: str
-    limit: int
-
-
-def read_results(
-    store: ResultsStore, q: ResultQuery, *, run_key: str | None = None, limit: int | None = None
-) -> list[ResultRow]:
-    """``store.results`` filtered by ``q`` (and ``run_key``), at most ``limit`` rows (None: ``q.limit``)."""
-    return store.results(
-        run_key=run_key,
-        target=q.target,
-        device_kind=q.device_kind,
-        batch_size=q.batch_size,
-        precision=q.precision,
-        limit=q.limit if limit is None else limit,
-        since=q.since,
-        until=q.until,
-    )
-
-
-def read_series(
-    store: ResultsStore, q: SeriesQuery, *, re_ranking: bool = False, rule_config: RuleConfig | None = None
-) -> Series:
-    """``store.series`` of the series ``q`` names (``re_ranking``: the re-ranked accuracy series)."""
-    return store.series(
-        q.metric,
-        q.target,
-        q.batch_size,
-        precision=q.precision,
-        device_kind=q.device_kind,
-        mode=q.mode,
-        re_ranking=re_ranking,
-        limit=q.limit,
-        rule_config=rule_config,
     )
 
 
