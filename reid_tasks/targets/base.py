@@ -187,30 +187,6 @@ class Target(abc.ABC):
         if not ok:
             raise TargetUnavailable(f"target {self.name!r} is unavailable: {reason}")
 
-    def run_settings(self, warmup: int | None, repeats: int | None) -> tuple[int, int]:
-        """(warm-up batches, timed passes) of ``run``: the arguments, else VALIDATION.BENCH; checked."""
-        bench = self.cfg.VALIDATION.BENCH
-        warmup = int(bench.WARMUP if warmup is None else warmup)
-        repeats = int(bench.REPEATS if repeats is None else repeats)
-        if repeats < 1:
-            raise BenchmarkError(f"repeats must be >= 1, got {repeats}")
-        return warmup, repeats
-
-    def pure_settings(
-        self, batches: int | None, repeats: int | None, warmup: int | None, data: str | None
-    ) -> tuple[int, int, int, str]:
-        """(batches, repeats, warm-up, data) of ``benchmark_pure``: the arguments, else VALIDATION.BENCH; checked."""
-        bench = self.cfg.VALIDATION.BENCH
-        batches = int(bench.PURE_BATCHES if batches is None else batches)
-        repeats = int(bench.REPEATS if repeats is None else repeats)
-        warmup = int(bench.WARMUP if warmup is None else warmup)
-        data = str(bench.PURE_DATA if data is None else data)
-        if batches < 1 or repeats < 1:
-            raise BenchmarkError(f"batches and repeats must be >= 1, got {batches}, {repeats}")
-        if data not in ("zero", "random"):
-            raise BenchmarkError(f"pure-inference data must be 'random' or 'zero', got {data!r}")
-        return batches, repeats, warmup, data
-
     # ---- conversion
     def artifact_name(self, batch_size: int, precision: str) -> str:
         return f"{self.name}_bs{batch_size}_{precision}"
@@ -295,7 +271,7 @@ class Target(abc.ABC):
 
         self.require_available()
         self.check_artifact(artifact)
-        warmup, repeats = self.run_settings(warmup, repeats)
+        warmup, repeats = timing.run_settings(self.cfg.VALIDATION.BENCH, warmup, repeats)
         source = timing.as_source(inputs)
         n = len(source)
         if n == 0:
@@ -343,7 +319,7 @@ class Target(abc.ABC):
 
         self.require_available()
         self.check_artifact(artifact)
-        batches, repeats, warmup, data = self.pure_settings(batches, repeats, warmup, data)
+        batches, repeats, warmup, data = timing.pure_settings(self.cfg.VALIDATION.BENCH, batches, repeats, warmup, data)
         session = self._open(artifact)
         try:
             bs = session.static_batch or int(artifact.batch_size or 1)

@@ -211,3 +211,27 @@ def write_run_outputs(out_dir: str | os.PathLike[str], feats: np.ndarray, perf: 
     out = Path(out_dir)
     atomic_save_npy(out / "features.npy", feats)
     atomic_write_json(out / "perf.json", perf.to_dict())
+
+
+def run_settings(bench: Any, warmup: int | None, repeats: int | None) -> tuple[int, int]:
+    """(warm-up batches, timed passes) of a data pass: the arguments, else ``bench`` (VALIDATION.BENCH); checked."""
+    warmup = int(bench.WARMUP if warmup is None else warmup)
+    repeats = int(bench.REPEATS if repeats is None else repeats)
+    if repeats < 1:
+        raise BenchmarkError(f"repeats must be >= 1, got {repeats}")
+    return warmup, repeats
+
+
+def pure_settings(
+    bench: Any, batches: int | None, repeats: int | None, warmup: int | None, data: str | None
+) -> tuple[int, int, int, str]:
+    """(batches, repeats, warm-up, data) of a pure-inference benchmark: the arguments, else ``bench``; checked."""
+    batches = int(bench.PURE_BATCHES if batches is None else batches)
+    repeats = int(bench.REPEATS if repeats is None else repeats)
+    warmup = int(bench.WARMUP if warmup is None else warmup)
+    data = str(bench.PURE_DATA if data is None else data)
+    if batches < 1 or repeats < 1:
+        raise BenchmarkError(f"batches and repeats must be >= 1, got {batches}, {repeats}")
+    if data not in ("zero", "random"):
+        raise BenchmarkError(f"pure-inference data must be 'random' or 'zero', got {data!r}")
+    return batches, repeats, warmup, data

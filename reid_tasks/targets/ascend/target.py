@@ -236,11 +236,11 @@ class AscendTarget(Target):
         """
         import numpy as np
 
-        from reid_tasks.targets.timing import write_run_outputs
+        from reid_tasks.targets.timing import run_settings, write_run_outputs
 
         self.require_available("run")
         om, bs = self._om(artifact)
-        warmup, repeats = self.run_settings(warmup, repeats)
+        warmup, repeats = run_settings(self.cfg.VALIDATION.BENCH, warmup, repeats)
         tool = self.runner(runner)
         dev = self.device_id(device_id)
         if len(inputs) == 0:
@@ -281,9 +281,11 @@ class AscendTarget(Target):
     ) -> PerfRecord:
         """Pure inference: ais_bench without ``--input`` (``--loop`` batches of zero/random data) or
         ``benchmark.x86_64 -round=N`` (the seed's 纯推理 mode; its data is the tool's own)."""
+        from reid_tasks.targets.timing import pure_settings
+
         self.require_available("run")
         om, bs = self._om(artifact)
-        batches, repeats, warmup, data = self.pure_settings(batches, repeats, warmup, data)
+        batches, repeats, warmup, data = pure_settings(self.cfg.VALIDATION.BENCH, batches, repeats, warmup, data)
         tool = self.runner(runner)
         tool.check_pure(batches)
         dev = self.device_id(device_id)
