@@ -3,8 +3,9 @@ standalone with the LocalExecutor, SQLite), on a small demo deployment configura
 
 log in -> open the DAG -> trigger it from the form with its defaults -> wait for the run's success -> open
 "ReID validation" from Airflow's nav -> find the run's rows -> open its report -> follow the link to the
-Airflow run -> its "ReID report" tab; screenshots at 1440x900 in test-output/journey/. Then TERM stops
-the script with every process Airflow started.
+Airflow run -> its "ReID report" tab; screenshots at 1440x900 in test-output/journey/. Then two triggers through
+the REST API that reach past the run settings are refused, and TERM stops the script with every process
+Airflow started.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import quote
@@ -127,6 +129,20 @@ def _api(base: str, token: str, path: str) -> dict:
         return json.load(r)
 
 
+def _post(base: str, token: str, path: str, body: dict) -> tuple[int, dict]:
+    """(status, JSON body) of a POST to Airflow's REST API; an HTTP error is returned, not raised."""
+    req = urllib.request.Request(
+        f"{base}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
 def _token(base: str, user: str, password: str) -> str:
     body = json.dumps({"username": user, "password": password}).encode()
     req = urllib.request.Request(f"{base}/auth/token", data=body, headers={"Content-Type": "application/json"})
@@ -141,14 +157,49 @@ FINITE_ANIMATIONS_DONE = (
 )
 
 
-def _wait_for_run(base: str, token: str) -> dict:
+def _wait_for_run(base: str, token: str, run_id: str | None = None) -> dict:
+    """The newest run (or ``run_id``) once it has finished."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
-        runs = _api(base, token, f"/api/v2/dags/{DAG_ID}/dagRuns?order_by=-start_date&limit=5")["dag_runs"]
+        if run_id is None:
+            runs = _api(base, token, f"/api/v2/dags/{DAG_ID}/dagRuns?order_by=-start_date&limit=5")["dag_runs"]
+        else:
+            runs = [_api(base, token, f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")]
         if runs and runs[0]["state"] in ("success", "failed"):
             return runs[0]
         time.sleep(5)
     raise AssertionError(f"the run did not finish within {RUN_TIMEOUT_S}s")
+
+
+def _task_log(base: str, token: str, run_id: str, task_id: str) -> str:
+    """The text of a task's first try, as Airflow's REST API serves it."""
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/1?full_content=true"
+    return json.dumps(_api(base, token, path))
+
+
+def _rest_api_triggers_stay_inside_the_run_settings(base: str, token: str) -> None:
+    """Through Airflow's REST API, as a script or another system triggers: a conf key that is a deployment setting
+    reaches the DAG and is refused by its first task (nothing else runs); an override outside the allow-list is
+    refused by Airflow itself, against the form's schema, before a run exists."""
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns"
+    status, body = _post(base, token, path, {"logical_date": None, "conf": {"trust_checkpoint": True}})
+    assert status in (200, 201), (status, body)
+    run = _wait_for_run(base, token, body["dag_run_id"])
+    assert run["state"] == "failed", run
+    tis = _api(base, token, f"{path}/{quote(run['dag_run_id'], safe='')}/taskInstances?limit=100")["task_instances"]
+    states = {t["task_id"]: t["state"] for t in tis}
+    assert states["prepare_run"] == "failed", states
+    # nothing ran past the refusal ("finish" runs on all_done, and with no prepared run it has nothing to mark)
+    ran = {t: state for t, state in states.items() if t not in ("prepare_run", "finish")}
+    assert ran and set(ran.values()) <= {"upstream_failed", "skipped"}, states
+    log_text = _task_log(base, token, run["dag_run_id"], "prepare_run")
+    assert "trigger refused" in log_text and "trust_checkpoint" in log_text, log_text[-2000:]
+    assert "VALIDATION.TRUST_CHECKPOINT" in log_text, log_text[-2000:]  # names where the setting belongs
+
+    overrides = {"config_overrides": "VALIDATION.RESULTS_DB_URL sqlite:////tmp/elsewhere.db"}
+    status, body = _post(base, token, path, {"logical_date": None, "conf": overrides})
+    assert status == 400, (status, body)
+    assert "config_overrides" in json.dumps(body), body
 
 
 def _failed_tasks(base: str, token: str, run_id: str) -> list[str]:
@@ -243,6 +294,8 @@ def test_trigger_with_defaults_and_follow_the_results(standalone):
             tab = page.frame_locator('iframe[title="ReID report"]')
             expect(tab.locator("#performance table tbody tr")).to_have_count(2)
             shot(page, "07-run-report-tab")
+
+            _rest_api_triggers_stay_inside_the_run_settings(base, token)
         finally:
             expect.set_options(timeout=5_000)  # Playwright's default, for the tests after this one
             browser.close()
