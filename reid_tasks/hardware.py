@@ -9,8 +9,6 @@ environment (OS, Python, package versions) stored in ``validation_runs.environme
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import socket
@@ -18,6 +16,8 @@ import sys
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
+
+from .utils import json_digest
 
 #: CPU flags (as /proc/cpuinfo names them) that change which kernels the runtimes pick.
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16")
@@ -87,7 +87,7 @@ def hardware_key(hardware: Mapping[str, Any] | None) -> str | None:
     """A stable digest of a hardware dict (sorted JSON), None for no hardware recorded."""
     if not hardware:
         return None
-    return hashlib.sha256(json.dumps(dict(hardware), sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest(dict(hardware))
 
 
 def collect_environment(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -81,6 +81,11 @@ def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256", chunk: 
     return h.hexdigest()
 
 
+def json_digest(data: Any) -> str:
+    """Hex sha256 of ``data`` as sorted-key JSON (values JSON cannot hold as their ``str``): a stable key."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     return file_digest(path, "sha256", chunk)

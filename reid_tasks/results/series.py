@@ -10,16 +10,12 @@ recorded beside it). ``identity_key`` folds it into one digest; rows recorded be
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..utils import json_digest
+
 UNKNOWN_IDENTITY = "unknown"
-
-
-def _digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def dataset_digest(fingerprint: Mapping[str, Any] | None) -> str | None:
@@ -27,7 +23,7 @@ def dataset_digest(fingerprint: Mapping[str, Any] | None) -> str | None:
     the whole fingerprint; None when there is none."""
     if not fingerprint:
         return None
-    return str(fingerprint.get("sha256") or _digest(dict(fingerprint)))
+    return str(fingerprint.get("sha256") or json_digest(dict(fingerprint)))
 
 
 def identity_key(
@@ -44,7 +40,7 @@ def identity_key(
     Tool versions are stored with each perf row but are not part of the key: a tool upgrade is one of the
     changes the rules exist to catch (it shows in the alert's "what changed"), not a different series.
     """
-    return _digest(
+    return json_digest(
         {
             "model_sha256": model_sha256,
             "dataset_fingerprint": dataset_fingerprint,
