@@ -29,7 +29,7 @@ def trigger_form(cfg: Any) -> dict[str, dict[str, Any]]:
     """{param: spec} of the trigger form, in form order, with defaults and bounds from ``cfg``."""
     spec = trigger_spec()
     form = _base_form(cfg, spec)
-    for cls in dict.fromkeys(cls for _, _, cls in spec.targets):
+    for cls in spec.target_classes():
         declared = [s for _, s, c in spec.targets if c is cls]
         fields = cls.trigger_fields(cfg)
         names = {s.param for s in declared}

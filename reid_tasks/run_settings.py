@@ -81,6 +81,10 @@ class TriggerSpec(NamedTuple):
     lines_pattern: str  # "KEY VALUE" lines (the form's text): blank lines and "# comments" allowed
     key_pattern: str  # a key of the JSON object form
 
+    def target_classes(self) -> list[type[Target]]:
+        """The classes that declare run settings, each once, in declaration order."""
+        return list(dict.fromkeys(cls for _, _, cls in self.targets))
+
 
 def trigger_spec() -> TriggerSpec:
     """The :class:`TriggerSpec` of the targets registered now (built once per registry state)."""

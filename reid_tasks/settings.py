@@ -198,7 +198,7 @@ def check_run_values(cfg: Any, deployment: Any) -> None:
     from .config import select
 
     problems = []
-    for cls in dict.fromkeys(cls for _, _, cls in trigger_spec().targets):
+    for cls in trigger_spec().target_classes():
         if cls.config_node in cfg.VALIDATION:
             problems += cls.check_trigger_settings(cfg, deployment)
     for key in ("VALIDATION.REFERENCE.RANK1", "VALIDATION.REFERENCE.MAP"):
