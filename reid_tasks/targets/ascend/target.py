@@ -191,9 +191,6 @@ class AscendTarget(Target):
     def settings(self, precision: str) -> dict[str, Any]:
         return self.atc.settings(precision)
 
-    def atc_command(self, onnx_path: str | os.PathLike[str], batch_size: int, precision: str) -> list[str]:
-        return self.atc.command(onnx_path, batch_size, precision)
-
     def _build(
         self, onnx_path: Path, batch_size: int, precision: str, out_dir: Path, *, calibration: Any = None
     ) -> BuildOutput:
