@@ -122,5 +122,10 @@ def measured_on(target: str, perf: Mapping[str, Any]) -> dict[str, Any]:
     extra = perf.get("extra") or {}
     dev = perf.get("device_kind") if perf.get("device_id") is None else f"{perf['device_kind']}:{perf['device_id']}"
     hardware = {**collect_hardware(target, device=dev), **(extra.get("hardware") or {})}
-    simulated = bool(perf.get("simulated") or extra.get("double"))
-    return {**perf, "hardware": hardware, "environment": collect_environment(), "simulated": simulated}
+    return {**perf, "hardware": hardware, "environment": collect_environment(), "simulated": is_simulated(perf)}
+
+
+def is_simulated(perf: Mapping[str, Any]) -> bool:
+    """Whether a perf dict's numbers come from test doubles (marked ``simulated``, or ``extra["double"]`` by the
+    target that ran them)."""
+    return bool(perf.get("simulated") or (perf.get("extra") or {}).get("double"))

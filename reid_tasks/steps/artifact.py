@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ReidError
+from ..hardware import is_simulated
 from ..utils import atomic_save_npy, log
 from .context import cfg_of
 from .failures import capture_failure
@@ -150,7 +151,7 @@ def evaluate_artifact(
             fp32_metrics=pytorch,
         ),
         "calibration_fingerprint": (art.get("calibration") or {}).get("fingerprint") if precision == "int8" else None,
-        "simulated": bool(bench["perf"].get("simulated") or (bench["perf"].get("extra") or {}).get("double")),
+        "simulated": is_simulated(bench["perf"]),
         "perf": bench["perf"],
         "perf_pure": bench.get("perf_pure"),
         "artifact_sha256": art.get("sha256"),

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..hardware import is_simulated
 from .artifact import finalize_parity
 from .context import cfg_of, run_info, store_of
 from .failures import run_failures
@@ -40,7 +41,7 @@ def _perf_row(perf: Mapping[str, Any], precision: str, eval_config: Mapping[str,
         device_id=None if perf.get("device_id") is None else str(perf["device_id"]),
         tool_versions=dict(perf.get("tool_versions") or {}),
         artifact_sha256=(perf.get("extra") or {}).get("artifact_sha256"),
-        simulated=bool(perf.get("simulated") or (perf.get("extra") or {}).get("double")),
+        simulated=is_simulated(perf),
         hardware=dict(perf.get("hardware") or {}),
         device_host=perf.get("device_host"),
         neck_feat=eval_config["neck_feat"],
